@@ -1,0 +1,602 @@
+/*
+ * s2pt: ARM64 stage-2 (IPA -> PA) translation tables in user space.
+ *
+ * The C core owns all page-table logic; it has no Python dependency and no global state.
+ * Build: compile every csrc/src/ .c file with -Icsrc/include (C11). Every fallible function returns 0
+ * or a negative S2PT_E* code; results go out through pointer parameters.
+ *
+ * Model: a struct s2pt_pool is one contiguous buffer of granule-sized table pages at a base
+ * PA. A struct s2pt_pgtable is one VM's stage-2 tables inside a pool. Descriptors hold PAs,
+ * never pointers, so the buffer is a raw memory image an emulator can walk given the VM's
+ * VTTBR_EL2 and VTCR_EL2.
+ *
+ * Reference counts follow KVM: a table page has count 1 + (number of non-zero entries);
+ * a non-root table whose count drops back to 1 is freed at once and its parent entry
+ * cleared, recursively upward. Root pages are freed only by s2pt_pgtable_destroy().
+ *
+ * Failure is atomic: every mutating call validates its arguments and counts the table pages
+ * it will allocate before it writes anything; on error nothing has changed.
+ */
+#ifndef S2PT_S2PT_H
+#define S2PT_S2PT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------------
+ * Error codes. One code, one Python exception class; S2PT_E__COUNT is a sentinel.
+ */
+enum s2pt_error {
+	S2PT_OK = 0,
+	S2PT_EINVAL = -1,     /* bad argument value: prot, memattr, flags, access, NULL */
+	S2PT_EALIGN = -2,     /* ipa, pa or size not aligned to the granule */
+	S2PT_ERANGE = -3,     /* IPA or PA outside the configured size, or 64-bit wrap */
+	S2PT_ENOMEM = -4,     /* the pool cannot supply every page the operation needs */
+	S2PT_ECONFIG = -5,    /* geometry or VTCR the architecture or KVM does not allow */
+	S2PT_EFAULT = -6,     /* translation faulted; details in struct s2pt_fault */
+	S2PT_EINVARIANT = -7, /* s2pt_check() found a broken invariant */
+	S2PT_EDESTROYED = -8, /* the page table was destroyed */
+	S2PT_EBUSY = -9,      /* the pool still holds pages of live page tables */
+	S2PT_E__COUNT = -10
+};
+
+/** s2pt_strerror() - a static, human-readable description of an S2PT_E* code. */
+const char *s2pt_strerror(int err);
+
+/* ---------------------------------------------------------------------------------------
+ * Permissions, access types, memory attributes, faults.
+ */
+
+/*
+ * Stage-2 permissions, kept apart from descriptor bits. R and W become S2AP[0] and S2AP[1].
+ * PX/UX are EL1/EL0 execute; X = PX|UX. Without FEAT_XNX (not modelled yet) PX and UX must
+ * be given together, because plain XN (bit 54) controls both.
+ */
+#define S2PT_PROT_R 0x1u
+#define S2PT_PROT_W 0x2u
+#define S2PT_PROT_PX 0x4u
+#define S2PT_PROT_UX 0x8u
+#define S2PT_PROT_X (S2PT_PROT_PX | S2PT_PROT_UX)
+#define S2PT_PROT_ALL (S2PT_PROT_R | S2PT_PROT_W | S2PT_PROT_X)
+
+enum s2pt_access {
+	S2PT_ACCESS_READ = 0,
+	S2PT_ACCESS_WRITE = 1,
+	S2PT_ACCESS_EXEC = 2,
+};
+
+/* Stage-2 MemAttr[3:0] without FWB: [3:2] == 0 is Device (subtype in [1:0]); otherwise
+ * Normal with outer cacheability [3:2] and inner [1:0] (01 NC, 10 WT, 11 WB). */
+#define S2PT_MEMATTR_DEVICE_nGnRnE 0x0u
+#define S2PT_MEMATTR_DEVICE_nGnRE 0x1u
+#define S2PT_MEMATTR_DEVICE_nGRE 0x2u
+#define S2PT_MEMATTR_DEVICE_GRE 0x3u
+#define S2PT_MEMATTR_NORMAL_NC 0x5u
+#define S2PT_MEMATTR_NORMAL_WT 0xAu
+#define S2PT_MEMATTR_NORMAL 0xFu
+
+enum s2pt_fault_kind {
+	S2PT_FAULT_NONE = 0,
+	S2PT_FAULT_TRANSLATION = 1,
+	S2PT_FAULT_ACCESS_FLAG = 2,
+	S2PT_FAULT_PERMISSION = 3,
+	S2PT_FAULT_ADDRESS_SIZE = 4,
+};
+
+/* Value of an FSC slot that did not fault; not a valid 6-bit ESR fault status code. */
+#define S2PT_FSC_NONE 0xFFu
+
+/**
+ * struct s2pt_fault - a stage-2 fault as hardware reports it.
+ * @kind:  enum s2pt_fault_kind.
+ * @level: lookup level the fault is reported at.
+ * @fsc:   ESR_ELx DFSC/IFSC: 0b0000LL address size, 0b0001LL translation,
+ *         0b0010LL access flag, 0b0011LL permission (LL = level).
+ * @ipa:   the faulting IPA.
+ */
+struct s2pt_fault {
+	uint32_t kind;
+	int32_t level;
+	uint32_t fsc;
+	uint64_t ipa;
+};
+
+/**
+ * struct s2pt_translation - the result of a successful walk.
+ * @pa:      output address of the IPA (leaf base + offset).
+ * @size:    bytes mapped by the leaf (page or block size).
+ * @level:   level of the leaf descriptor.
+ * @prot:    S2PT_PROT_* bits decoded from the leaf.
+ * @memattr: MemAttr[3:0] of the leaf.
+ * @af:      the leaf's access flag.
+ * @pte:     the raw leaf descriptor.
+ */
+struct s2pt_translation {
+	uint64_t pa;
+	uint64_t size;
+	int32_t level;
+	uint32_t prot;
+	uint32_t memattr;
+	uint32_t af;
+	uint64_t pte;
+};
+
+/* ---------------------------------------------------------------------------------------
+ * Geometry (per VM, computed at run time).
+ */
+#define S2PT_MAX_LEVELS 4
+#define S2PT_MAX_ROOT_TABLES 16
+
+/**
+ * struct s2pt_config - the geometry and control-register values of one VM.
+ * @ipa_bits:      input (IPA) size, 64 - T0SZ.
+ * @pa_bits:       output (PA) size, from VTCR_EL2.PS.
+ * @granule_shift: 12, 14 or 16.
+ * @stride:        index bits per full table, granule_shift - 3.
+ * @levels:        lookup levels, start_level..3.
+ * @start_level:   first lookup level.
+ * @root_tables:   concatenated tables at the start level (1..16).
+ * @root_entries:  descriptors in the (concatenated) root: 2^(ipa_bits - shift(start_level)).
+ * @min_block_level: shallowest level at which a block descriptor is allowed.
+ * @t0sz, @sl0:    the VTCR_EL2 fields.
+ * @vmid:          VMID (0..65535; > 255 needs VTCR_EL2.VS).
+ * @vtcr:          the full VTCR_EL2 value.
+ */
+struct s2pt_config {
+	uint32_t ipa_bits;
+	uint32_t pa_bits;
+	uint32_t granule_shift;
+	uint32_t stride;
+	uint32_t levels;
+	int32_t start_level;
+	uint32_t root_tables;
+	uint64_t root_entries;
+	int32_t min_block_level;
+	uint32_t t0sz;
+	uint32_t sl0;
+	uint32_t vmid;
+	uint32_t flags;
+	uint64_t vtcr;
+};
+
+/* s2pt_config_init() flags */
+#define S2PT_CONFIG_LPA2 0x1u /* FEAT_LPA2 descriptors: rejected until the 52-bit formats land */
+
+/* VTCR_EL2 fields */
+#define S2PT_VTCR_T0SZ_SHIFT 0
+#define S2PT_VTCR_SL0_SHIFT 6
+#define S2PT_VTCR_IRGN0_SHIFT 8
+#define S2PT_VTCR_ORGN0_SHIFT 10
+#define S2PT_VTCR_SH0_SHIFT 12
+#define S2PT_VTCR_TG0_SHIFT 14
+#define S2PT_VTCR_PS_SHIFT 16
+#define S2PT_VTCR_VS (1ull << 19)
+#define S2PT_VTCR_HA (1ull << 21)
+#define S2PT_VTCR_HD (1ull << 22)
+#define S2PT_VTCR_RES1 (1ull << 31)
+#define S2PT_VTCR_DS (1ull << 32)
+#define S2PT_VTCR_SL2 (1ull << 33)
+
+/**
+ * s2pt_config_init() - compute a VM's geometry exactly as KVM does.
+ * @cfg:      filled on success, untouched on error.
+ * @ipa_bits: 32..48.
+ * @granule:  4096, 16384 or 65536.
+ * @pa_bits:  32, 36, 40, 42, 44 or 48 (52 is rejected until the 52-bit formats land).
+ * @vmid:     0..65535.
+ * @flags:    S2PT_CONFIG_* (LPA2 is rejected for now).
+ *
+ * levels = max(2, (ipa_bits - 8) / stride); start = 4 - levels; the start level concatenates
+ * up to 16 tables. KVM never creates an IPA space larger than the PA space, so
+ * ipa_bits > pa_bits is rejected too. VTCR_EL2 gets T0SZ, SL0, IRGN0 = ORGN0 = WBWA,
+ * SH0 = inner shareable, TG0, PS, VS when vmid > 255, and RES1 bit 31.
+ *
+ * Return: 0, or S2PT_ECONFIG.
+ */
+int s2pt_config_init(struct s2pt_config *cfg, uint32_t ipa_bits, uint32_t granule,
+		     uint32_t pa_bits, uint32_t vmid, uint32_t flags);
+
+/**
+ * s2pt_config_from_vtcr() - decode and validate a VTCR_EL2 value.
+ * @cfg:  filled on success.
+ * @vtcr: the register value. The level count comes from SL0, not from the IPA size, so a
+ *        VTCR that starts deeper or shallower than KVM's choice is honoured if the
+ *        architecture allows it: the start-level table must resolve between 1 and
+ *        stride + 4 bits (AArch64.S2InconsistentSL), SL0 must be defined for the granule and
+ *        the PA size, TG0 and PS must be defined encodings, SH0 must not be 0b01, and T0SZ
+ *        must give an IPA size of 32..48 bits. HA, HD, DS, SL2 and bits above 33 are
+ *        features s2pt does not model and are rejected.
+ * @vmid: 0..65535; a VMID above 255 needs VS set.
+ *
+ * Return: 0, or S2PT_ECONFIG.
+ */
+int s2pt_config_from_vtcr(struct s2pt_config *cfg, uint64_t vtcr, uint32_t vmid);
+
+/** s2pt_level_shift() - log2 of the bytes one entry maps at @level. */
+static inline uint32_t s2pt_level_shift(const struct s2pt_config *cfg, int level)
+{
+	return cfg->stride * (uint32_t)(4 - level) + 3;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The pool: one contiguous buffer of table pages, addressed by PA.
+ */
+
+/**
+ * struct s2pt_pool - table pages for one or more VMs.
+ * @mem:        the buffer; page i is at mem + i * granule and has PA base_pa + i * granule.
+ * @base_pa:    PA of page 0, granule-aligned.
+ * @granule_shift: page size of every page in the pool.
+ * @capacity:   number of pages.
+ * @used:       pages currently allocated (tables and roots of every VM).
+ * @hiwater:    pages at or above this index have never been allocated (still zero and,
+ *              with lazily committed memory, not yet backed).
+ * @nfree:      entries in @free_stack.
+ * @refcount:   per page; 0 = free, otherwise 1 + non-zero entries.
+ * @owner:      per page; id of the page table that owns it, 0 = free.
+ * @free_stack: indices of freed pages below @hiwater, reused last-in first-out.
+ * @next_owner: next page-table id to hand out.
+ * @live_tables: page tables that still hold pages of this pool.
+ *
+ * Invariant: a free page is all zero (tables are cleared before they are freed), so
+ * allocation never has to clear memory.
+ */
+struct s2pt_pool {
+	uint8_t *mem;
+	uint64_t base_pa;
+	uint32_t granule_shift;
+	uint32_t capacity;
+	uint32_t used;
+	uint32_t hiwater;
+	uint32_t nfree;
+	uint32_t *refcount;
+	uint32_t *owner;
+	uint32_t *free_stack;
+	uint32_t next_owner;
+	uint32_t live_tables;
+};
+
+/**
+ * s2pt_pool_meta_bytes() - bytes of metadata s2pt_pool_init() needs for @pages pages
+ * (refcounts, owners and the free stack: 12 bytes per page).
+ */
+size_t s2pt_pool_meta_bytes(uint32_t pages);
+
+/**
+ * s2pt_pool_init() - set up a pool over caller-provided memory.
+ * @pool:    the pool.
+ * @mem:     @pages * granule bytes, zero-filled, aligned to 8 bytes.
+ * @pages:   capacity, 1..2^31.
+ * @meta:    s2pt_pool_meta_bytes(@pages) bytes, zero-filled, aligned to 4 bytes.
+ * @base_pa: PA of page 0: granule-aligned, and the whole pool must lie below 2^52.
+ * @granule: 4096, 16384 or 65536.
+ *
+ * Zero-filled memory that is committed lazily (an anonymous mmap, see s2pt_mem_alloc())
+ * makes a large capacity cost nothing until pages are used.
+ *
+ * Return: 0, S2PT_EINVAL (NULL or bad granule/pages), S2PT_EALIGN or S2PT_ERANGE (base_pa).
+ */
+int s2pt_pool_init(struct s2pt_pool *pool, void *mem, uint32_t pages, void *meta,
+		   uint64_t base_pa, uint32_t granule);
+
+/** s2pt_pool_free_pages() - pages that can still be allocated. */
+static inline uint32_t s2pt_pool_free_pages(const struct s2pt_pool *pool)
+{
+	return pool->capacity - pool->used;
+}
+
+/**
+ * s2pt_pool_refcount() - reference count of the page at @pa (0 if free).
+ * Return: 0, or S2PT_ERANGE / S2PT_EALIGN if @pa is not the start of a pool page.
+ */
+int s2pt_pool_refcount(const struct s2pt_pool *pool, uint64_t pa, uint32_t *count);
+
+/**
+ * s2pt_mem_alloc() - reserve @bytes of zero-filled, lazily committed memory (anonymous
+ * private mmap without swap reservation, transparent huge pages advised where available).
+ * Return: the memory, or NULL.
+ */
+void *s2pt_mem_alloc(size_t bytes);
+/** s2pt_mem_free() - release memory from s2pt_mem_alloc(). */
+void s2pt_mem_free(void *mem, size_t bytes);
+
+/* ---------------------------------------------------------------------------------------
+ * TLB-invalidation events: what a hypervisor would have to invalidate for each change of an
+ * entry that hardware may have cached. A simulator replays them against its TLB model.
+ */
+enum s2pt_tlbi_kind {
+	S2PT_TLBI_IPA = 1,   /* one IPA; level = leaf level hint or S2PT_TLBI_LEVEL_UNKNOWN */
+	S2PT_TLBI_RANGE = 2, /* [ipa, ipa + size) */
+	S2PT_TLBI_VMID = 3,  /* everything of the VMID */
+};
+#define S2PT_TLBI_LEVEL_UNKNOWN (-128)
+
+/**
+ * struct s2pt_tlbi - one invalidation event.
+ * @ipa:   first IPA covered (0 for VMID).
+ * @size:  bytes covered: the leaf size for IPA events with a level hint, the table's span
+ *         for a freed table, the range for RANGE events, 0 for VMID.
+ * @kind:  enum s2pt_tlbi_kind.
+ * @level: leaf level hint, or S2PT_TLBI_LEVEL_UNKNOWN.
+ */
+struct s2pt_tlbi {
+	uint64_t ipa;
+	uint64_t size;
+	int32_t kind;
+	int32_t level;
+};
+
+/**
+ * struct s2pt_tlbi_log - a caller-provided, bounded event log.
+ * @events:   storage for @capacity events.
+ * @capacity: slots; 0 disables logging.
+ * @count:    events recorded.
+ * @overflowed: set when an event did not fit; the log then holds one VMID event, which
+ *            invalidates at least everything that was dropped (what a hypervisor does when a
+ *            range is too large to invalidate entry by entry).
+ */
+struct s2pt_tlbi_log {
+	struct s2pt_tlbi *events;
+	uint32_t capacity;
+	uint32_t count;
+	uint32_t overflowed;
+};
+
+/* ---------------------------------------------------------------------------------------
+ * A VM's stage-2 page table.
+ */
+
+/**
+ * struct s2pt_pgtable - one VM's tables inside a pool.
+ * @cfg:         geometry.
+ * @pool:        where its pages live.
+ * @root:        the (concatenated) root tables, root_entries descriptors.
+ * @root_pa:     PA of @root, aligned to the root's size.
+ * @root_index:  pool index of the first root page.
+ * @owner:       the id its pages carry in pool->owner.
+ * @table_pages: pages it holds, roots included.
+ * @allocs:      pages allocated by the current operation (checked against the reservation).
+ * @tlbi:        optional event log (NULL: no events recorded).
+ * @destroyed:   set by s2pt_pgtable_destroy().
+ */
+struct s2pt_pgtable {
+	struct s2pt_config cfg;
+	struct s2pt_pool *pool;
+	uint64_t *root;
+	uint64_t root_pa;
+	uint32_t root_index;
+	uint32_t owner;
+	uint32_t table_pages;
+	uint32_t allocs;
+	struct s2pt_tlbi_log *tlbi;
+	int destroyed;
+};
+
+/**
+ * s2pt_pgtable_init() - allocate a VM's root tables from @pool.
+ * @pt:   the page table (not yet initialised).
+ * @cfg:  geometry; its granule must be the pool's, and every pool page must have a PA
+ *        below 2^pa_bits (table addresses are output addresses of the walk).
+ * @pool: the pool; it must outlive @pt.
+ *
+ * The root_tables pages are contiguous and aligned to their combined size, as VTTBR_EL2
+ * requires.
+ *
+ * Return: 0, S2PT_ECONFIG (granule or PA size mismatch), S2PT_ENOMEM.
+ */
+int s2pt_pgtable_init(struct s2pt_pgtable *pt, const struct s2pt_config *cfg,
+		      struct s2pt_pool *pool);
+
+/**
+ * s2pt_pgtable_destroy() - free every page of @pt (roots included) back to its pool and
+ * record one VMID invalidation. Later calls on @pt return S2PT_EDESTROYED.
+ */
+void s2pt_pgtable_destroy(struct s2pt_pgtable *pt);
+
+/** s2pt_vttbr() - VTTBR_EL2: root PA (BADDR) | VMID << 48. */
+static inline uint64_t s2pt_vttbr(const struct s2pt_pgtable *pt)
+{
+	return pt->root_pa | ((uint64_t)pt->cfg.vmid << 48);
+}
+
+/* s2pt_map() flags */
+#define S2PT_MAP_NO_BLOCKS 0x1u /* page-level leaves only (blocks already there are split) */
+#define S2PT_MAP_NO_AF 0x2u     /* leave the access flag clear */
+
+/**
+ * s2pt_map() - map [ipa, ipa + size) to [pa, pa + size).
+ * @prot:    S2PT_PROT_* (PX and UX together or not at all).
+ * @memattr: one of the 13 defined stage-2 MemAttr encodings; execute permission is
+ *           refused on Device memory (KVM refuses it too).
+ * @flags:   S2PT_MAP_*.
+ *
+ * Each aligned chunk gets the largest leaf its IPA and PA alignment allow. An existing
+ * mapping is replaced (break-before-make: the old leaf is invalidated first). A block that
+ * the range covers only in part is split into a table that keeps the rest of its mappings;
+ * a table whose whole span becomes one block is freed with its subtree. A leaf that already
+ * translates the range exactly as asked (same output, permissions, attributes and AF) is
+ * left alone: no write, no split, no event. Leaves are inner shareable.
+ *
+ * ipa, pa and size must be granule-aligned; size == 0 is a no-op; ipa + size may equal
+ * 2^ipa_bits; pa + size must not exceed 2^pa_bits.
+ *
+ * Return: 0, S2PT_EINVAL, S2PT_EALIGN, S2PT_ERANGE, S2PT_ENOMEM, S2PT_EDESTROYED.
+ */
+int s2pt_map(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
+	     uint32_t prot, uint32_t memattr, uint32_t flags);
+
+/**
+ * s2pt_unmap() - unmap exactly [ipa, ipa + size).
+ * @unmapped: bytes that were mapped by valid leaves in the range and now are not (NULL ok).
+ *
+ * A block covered in part is split so the rest stays mapped (this can allocate, hence
+ * S2PT_ENOMEM). Every table whose count returns to 1 is freed, upward, in the same call.
+ *
+ * Return: 0, S2PT_EALIGN, S2PT_ERANGE, S2PT_ENOMEM, S2PT_EDESTROYED.
+ */
+int s2pt_unmap(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *unmapped);
+
+/**
+ * s2pt_protect() - set the permissions of every valid leaf in [ipa, ipa + size) to @prot.
+ * Holes stay holes; a block covered in part and whose permissions change is split first.
+ * Memory attributes, AF and output addresses are kept.
+ *
+ * Return: 0, S2PT_EINVAL, S2PT_EALIGN, S2PT_ERANGE, S2PT_ENOMEM, S2PT_EDESTROYED.
+ */
+int s2pt_protect(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t prot);
+
+/**
+ * s2pt_translate() - the architectural stage-2 walk of one IPA for one access.
+ * @out:   the translation on success.
+ * @fault: the fault on S2PT_EFAULT (translation at the level the walk stopped, or level 0
+ *         for an IPA at or above 2^ipa_bits; access flag and permission at the leaf level).
+ *         Checks follow the architecture's order: translation, access flag, permission.
+ *         Execute needs only XN clear (AArch64 EL2 does not tie execute to read).
+ *
+ * Return: 0, S2PT_EFAULT, S2PT_EINVAL (bad access), S2PT_EDESTROYED.
+ */
+int s2pt_translate(const struct s2pt_pgtable *pt, uint64_t ipa, uint32_t access,
+		   struct s2pt_translation *out, struct s2pt_fault *fault);
+
+/**
+ * s2pt_lookup() - the leaf for @ipa without access-flag or permission checks.
+ * Return: 0 (found), S2PT_EFAULT (@fault says where the walk stopped), S2PT_EDESTROYED.
+ */
+int s2pt_lookup(const struct s2pt_pgtable *pt, uint64_t ipa, struct s2pt_translation *out,
+		struct s2pt_fault *fault);
+
+/**
+ * s2pt_translate_many() - s2pt_translate() over an array, in one C loop.
+ * @pa_out:  output address per IPA (0 where it faulted).
+ * @fsc_out: S2PT_FSC_NONE on success, else the fault status code.
+ * Return: number of faulting IPAs (>= 0), S2PT_EINVAL, S2PT_EDESTROYED.
+ */
+int64_t s2pt_translate_many(const struct s2pt_pgtable *pt, const uint64_t *ipas, size_t n,
+			    uint32_t access, uint64_t *pa_out, uint8_t *fsc_out);
+
+/**
+ * struct s2pt_walk_step - one descriptor read by the walk of an IPA.
+ */
+struct s2pt_walk_step {
+	int32_t level;
+	uint32_t index;    /* index within the table (within the concatenated root at the start) */
+	uint64_t table_pa; /* PA of the table the descriptor lives in */
+	uint64_t desc_pa;  /* PA of the descriptor */
+	uint64_t desc;     /* its raw value */
+};
+
+/**
+ * s2pt_walk_path() - record each descriptor the walk of @ipa reads, root first.
+ * @steps: room for S2PT_MAX_LEVELS steps. @nsteps: how many were read (0 if @ipa is
+ *         outside the IPA space).
+ * Return: 0, S2PT_EDESTROYED.
+ */
+int s2pt_walk_path(const struct s2pt_pgtable *pt, uint64_t ipa, struct s2pt_walk_step *steps,
+		   uint32_t *nsteps);
+
+/** struct s2pt_leaf - a valid leaf as listed by s2pt_leaves(). */
+struct s2pt_leaf {
+	uint64_t ipa;
+	uint64_t pa;
+	uint64_t size;
+	uint64_t pte;
+	int32_t level;
+	uint32_t prot;
+	uint32_t memattr;
+	uint32_t af;
+};
+
+/**
+ * s2pt_leaves() - list the valid leaves that intersect [ipa, ipa + size), in IPA order.
+ * @out, @cap:  room for @cap leaves; @n gets how many were written.
+ * @next_ipa:   where to resume when the list was cut at @cap, or ipa + size when done.
+ * Return: 0, S2PT_EALIGN, S2PT_ERANGE, S2PT_EDESTROYED.
+ */
+int s2pt_leaves(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, struct s2pt_leaf *out,
+		size_t cap, size_t *n, uint64_t *next_ipa);
+
+/**
+ * struct s2pt_stats - the shape of a page table.
+ * @table_pages:          pages held, roots included.
+ * @table_pages_by_level: pages per level, indexed by level (roots at the start level).
+ * @leaves_by_level:      valid leaves per level.
+ * @mapped_bytes:         bytes mapped by valid leaves.
+ */
+struct s2pt_stats {
+	uint64_t table_pages;
+	uint64_t table_pages_by_level[S2PT_MAX_LEVELS];
+	uint64_t leaves_by_level[S2PT_MAX_LEVELS];
+	uint64_t mapped_bytes;
+};
+
+/** s2pt_stats() - walk the whole table and count. Return: 0, S2PT_EDESTROYED. */
+int s2pt_stats(const struct s2pt_pgtable *pt, struct s2pt_stats *out);
+
+/**
+ * s2pt_check() - verify every invariant of @pt and of its pages in the pool: counts equal
+ * 1 + non-zero entries, no non-root table is empty, every table page is reachable exactly
+ * once and owned by @pt, no page of @pt is unreachable, descriptors are well formed (types
+ * allowed at their level, addresses aligned and inside the PA size, no stray bits), the
+ * free stack holds distinct, free, zero pages.
+ * @msg, @msg_len: a description of the first violation (may be NULL / 0).
+ * Return: 0, S2PT_EINVARIANT, S2PT_EDESTROYED.
+ */
+int s2pt_check(const struct s2pt_pgtable *pt, char *msg, size_t msg_len);
+
+/* ---------------------------------------------------------------------------------------
+ * The generic range walker that map, unmap, protect, stats, leaves and destroy share.
+ */
+enum s2pt_walk_flags {
+	S2PT_WALK_LEAF = 1u << 0,       /* visit leaf and invalid entries */
+	S2PT_WALK_TABLE_PRE = 1u << 1,  /* visit table entries before their children */
+	S2PT_WALK_TABLE_POST = 1u << 2, /* visit table entries after their children */
+};
+
+/**
+ * struct s2pt_walk_ctx - what a visit sees.
+ * @pt:    the page table.
+ * @ptep:  the entry; a LEAF or TABLE_PRE callback may rewrite it and the walker re-reads it,
+ *         so installing a table makes the walk descend, and installing a leaf over a table
+ *         makes it skip the subtree.
+ * @old:   the entry's value when the visit started.
+ * @start, @end: the walked range.
+ * @addr:  first IPA of the entry's span (aligned down to the span).
+ * @level: the entry's level.
+ * @arg:   the walker's argument.
+ */
+struct s2pt_walk_ctx {
+	struct s2pt_pgtable *pt;
+	uint64_t *ptep;
+	uint64_t old;
+	uint64_t start;
+	uint64_t end;
+	uint64_t addr;
+	int level;
+	void *arg;
+};
+
+/* A visit returns 0 to go on, or a negative code that stops the walk and is returned. */
+typedef int (*s2pt_walk_fn)(const struct s2pt_walk_ctx *ctx, uint32_t visit);
+
+struct s2pt_walker {
+	s2pt_walk_fn cb;
+	void *arg;
+	uint32_t flags;
+};
+
+/**
+ * s2pt_walk() - depth-first walk of [ipa, ipa + size) in IPA order.
+ * The range must already be validated (aligned, inside the IPA space); the walker does not
+ * allocate. Return: 0, or the first negative value a visit returned.
+ */
+int s2pt_walk(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size,
+	      const struct s2pt_walker *walker);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* S2PT_S2PT_H */

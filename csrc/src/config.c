@@ -1,0 +1,151 @@
+/* Per-VM geometry and VTCR_EL2, as KVM computes them (and as the architecture validates them). */
+#include "internal.h"
+
+/* VTCR_EL2.PS / ID_AA64MMFR0_EL1.PARange encodings. 0b0110 (52 bits) is not modelled yet. */
+static const uint32_t ps_bits[] = {32, 36, 40, 42, 44, 48};
+#define PS_MAX_ENCODING 5u
+
+static int granule_shift_of(uint32_t granule)
+{
+	switch (granule) {
+	case 4096:
+		return 12;
+	case 16384:
+		return 14;
+	case 65536:
+		return 16;
+	default:
+		return -1;
+	}
+}
+
+static int ps_encoding(uint32_t pa_bits)
+{
+	for (uint32_t i = 0; i <= PS_MAX_ENCODING; i++)
+		if (ps_bits[i] == pa_bits)
+			return (int)i;
+	return -1;
+}
+
+/* TG0 encodes 4K as 0b00, 64K as 0b01 and 16K as 0b10. */
+static uint32_t tg0_of(uint32_t granule_shift)
+{
+	return granule_shift == 12 ? 0u : granule_shift == 16 ? 1u : 2u;
+}
+
+/* SL0 counts down from the granule's base level: 2 for 4K, 3 for 16K and 64K. */
+static uint32_t sl0_base(uint32_t granule_shift)
+{
+	return granule_shift == 12 ? 2u : 3u;
+}
+
+/*
+ * Fill the derived fields from ipa_bits, pa_bits, granule_shift and start_level, after
+ * checking the architectural rule that the start-level table resolves between 1 and
+ * stride + 4 bits (at most 16 concatenated tables).
+ */
+static int finish(struct s2pt_config *c, uint64_t vtcr_extra)
+{
+	uint32_t further = (uint32_t)(3 - c->start_level);
+	uint32_t lo = further * c->stride + c->granule_shift + 1;
+	uint32_t hi = further * c->stride + c->granule_shift + c->stride + 4;
+	int ps = ps_encoding(c->pa_bits);
+
+	if (c->ipa_bits < lo || c->ipa_bits > hi || ps < 0)
+		return S2PT_ECONFIG;
+	c->levels = (uint32_t)(4 - c->start_level);
+	c->root_entries = 1ull << (c->ipa_bits - s2pt_level_shift(c, c->start_level));
+	c->root_tables = c->root_entries > (1ull << c->stride)
+				 ? (uint32_t)(c->root_entries >> c->stride)
+				 : 1u;
+	c->min_block_level = c->granule_shift == 12 ? 1 : 2;
+	if (c->min_block_level < c->start_level)
+		c->min_block_level = c->start_level;
+	c->t0sz = 64 - c->ipa_bits;
+	c->sl0 = sl0_base(c->granule_shift) - (uint32_t)c->start_level;
+	c->vtcr = (uint64_t)c->t0sz << S2PT_VTCR_T0SZ_SHIFT |
+		  (uint64_t)c->sl0 << S2PT_VTCR_SL0_SHIFT |
+		  (uint64_t)tg0_of(c->granule_shift) << S2PT_VTCR_TG0_SHIFT |
+		  (uint64_t)ps << S2PT_VTCR_PS_SHIFT | S2PT_VTCR_RES1 | vtcr_extra;
+	if (c->vmid > 255)
+		c->vtcr |= S2PT_VTCR_VS;
+	return 0;
+}
+
+int s2pt_config_init(struct s2pt_config *cfg, uint32_t ipa_bits, uint32_t granule,
+		     uint32_t pa_bits, uint32_t vmid, uint32_t flags)
+{
+	struct s2pt_config c;
+	int gshift = granule_shift_of(granule);
+	uint32_t levels;
+	int ret;
+
+	memset(&c, 0, sizeof(c));
+	/* LPA2 and 52-bit PA change the descriptor format; refused until they are modelled. */
+	if (gshift < 0 || flags != 0 || vmid > 0xffff || ps_encoding(pa_bits) < 0)
+		return S2PT_ECONFIG;
+	/* KVM: 32 bits at least (ARM64_MIN_PARANGE_BITS), never more than the PA range. */
+	if (ipa_bits < 32 || ipa_bits > 48 || ipa_bits > pa_bits)
+		return S2PT_ECONFIG;
+	c.ipa_bits = ipa_bits;
+	c.pa_bits = pa_bits;
+	c.granule_shift = (uint32_t)gshift;
+	c.stride = c.granule_shift - 3;
+	c.vmid = vmid;
+	/* Concatenation adds up to 4 bits at the start level; KVM keeps at least 2 levels. */
+	levels = (ipa_bits - 8) / c.stride;
+	if (levels < 2)
+		levels = 2;
+	c.start_level = 4 - (int)levels;
+	/* IRGN0 = ORGN0 = write-back write-allocate, SH0 = inner shareable. */
+	ret = finish(&c, 1ull << S2PT_VTCR_IRGN0_SHIFT | 1ull << S2PT_VTCR_ORGN0_SHIFT |
+				 3ull << S2PT_VTCR_SH0_SHIFT);
+	if (ret)
+		return ret;
+	*cfg = c;
+	return 0;
+}
+
+int s2pt_config_from_vtcr(struct s2pt_config *cfg, uint64_t vtcr, uint32_t vmid)
+{
+	const uint64_t known = 0x3full | 3ull << S2PT_VTCR_SL0_SHIFT | 3ull << S2PT_VTCR_IRGN0_SHIFT |
+			       3ull << S2PT_VTCR_ORGN0_SHIFT | 3ull << S2PT_VTCR_SH0_SHIFT |
+			       3ull << S2PT_VTCR_TG0_SHIFT | 7ull << S2PT_VTCR_PS_SHIFT |
+			       S2PT_VTCR_VS | S2PT_VTCR_RES1;
+	struct s2pt_config c;
+	uint32_t tg0 = (uint32_t)(vtcr >> S2PT_VTCR_TG0_SHIFT) & 3u;
+	uint32_t ps = (uint32_t)(vtcr >> S2PT_VTCR_PS_SHIFT) & 7u;
+	uint32_t sl0 = (uint32_t)(vtcr >> S2PT_VTCR_SL0_SHIFT) & 3u;
+	uint32_t sh0 = (uint32_t)(vtcr >> S2PT_VTCR_SH0_SHIFT) & 3u;
+	uint32_t t0sz = (uint32_t)vtcr & 0x3fu;
+	int start;
+
+	memset(&c, 0, sizeof(c));
+	/* HA/HD, DS/SL2, secure-walk and later features are not modelled: refuse, don't ignore. */
+	if ((vtcr & ~known) || tg0 == 3 || ps > PS_MAX_ENCODING || sh0 == 1 || vmid > 0xffff)
+		return S2PT_ECONFIG;
+	if (vmid > 255 && !(vtcr & S2PT_VTCR_VS))
+		return S2PT_ECONFIG;
+	c.granule_shift = tg0 == 0 ? 12u : tg0 == 1 ? 16u : 14u;
+	c.stride = c.granule_shift - 3;
+	c.pa_bits = ps_bits[ps];
+	c.ipa_bits = 64 - t0sz;
+	c.vmid = vmid;
+	if (c.ipa_bits < 32 || c.ipa_bits > 48 || c.ipa_bits > c.pa_bits)
+		return S2PT_ECONFIG;
+	/* 4K SL0 = 3 needs FEAT_TTST, 16K SL0 = 3 needs DS, 64K SL0 = 3 is reserved. */
+	if (sl0 == 3)
+		return S2PT_ECONFIG;
+	start = (int)sl0_base(c.granule_shift) - (int)sl0;
+	/* SL0 = 2 (level 0 for 4K, level 1 for 16K/64K) needs PAMax >= 44 bits (42 for 16K). */
+	if (sl0 == 2 && c.pa_bits < (c.granule_shift == 14 ? 42u : 44u))
+		return S2PT_ECONFIG;
+	c.start_level = start;
+	if (finish(&c, vtcr & (3ull << S2PT_VTCR_IRGN0_SHIFT | 3ull << S2PT_VTCR_ORGN0_SHIFT |
+			       3ull << S2PT_VTCR_SH0_SHIFT)))
+		return S2PT_ECONFIG;
+	/* The given register wins over the recomposition (VS may be set for a small VMID). */
+	c.vtcr = vtcr | S2PT_VTCR_RES1;
+	*cfg = c;
+	return 0;
+}

@@ -1,0 +1,273 @@
+/* Read-only whole-table queries: stats, the leaf list and the invariant check. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+static int stats_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
+{
+	struct s2pt_stats *st = ctx->arg;
+	uint64_t span = s2pt__span(&ctx->pt->cfg, ctx->level);
+
+	if (visit == S2PT_WALK_TABLE_PRE) {
+		st->table_pages_by_level[ctx->level + 1]++;
+		st->table_pages++;
+	} else if (s2pt_pte_valid(ctx->old)) {
+		st->leaves_by_level[ctx->level]++;
+		st->mapped_bytes += span;
+	}
+	return 0;
+}
+
+int s2pt_stats(const struct s2pt_pgtable *pt, struct s2pt_stats *out)
+{
+	const struct s2pt_walker w = {
+		.cb = stats_cb,
+		.arg = out,
+		.flags = S2PT_WALK_LEAF | S2PT_WALK_TABLE_PRE,
+	};
+
+	memset(out, 0, sizeof(*out));
+	if (pt->destroyed)
+		return S2PT_EDESTROYED;
+	out->table_pages = pt->cfg.root_tables;
+	out->table_pages_by_level[pt->cfg.start_level] = pt->cfg.root_tables;
+	/* The walker takes a mutable table; these visits only read. */
+	return s2pt_walk((struct s2pt_pgtable *)pt, 0, 1ull << pt->cfg.ipa_bits, &w);
+}
+
+struct leaves_args {
+	struct s2pt_leaf *out;
+	size_t cap;
+	size_t n;
+	uint64_t resume;
+};
+
+#define LEAVES_FULL 1 /* positive: stops the walk without being an error code */
+
+static int leaves_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
+{
+	struct leaves_args *la = ctx->arg;
+	const struct s2pt_pgtable *pt = ctx->pt;
+	struct s2pt_leaf *leaf;
+
+	(void)visit;
+	if (!s2pt_pte_valid(ctx->old))
+		return 0;
+	if (la->n == la->cap) {
+		la->resume = ctx->addr;
+		return LEAVES_FULL;
+	}
+	leaf = &la->out[la->n++];
+	leaf->ipa = ctx->addr;
+	leaf->size = s2pt__span(&pt->cfg, ctx->level);
+	leaf->pa = s2pt_pte_addr(ctx->old, pt->cfg.granule_shift) & ~(leaf->size - 1);
+	leaf->pte = ctx->old;
+	leaf->level = ctx->level;
+	leaf->prot = s2pt_pte_prot(ctx->old);
+	leaf->memattr = s2pt_pte_memattr(ctx->old);
+	leaf->af = !!(ctx->old & S2PT_PTE_AF);
+	return 0;
+}
+
+int s2pt_leaves(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, struct s2pt_leaf *out,
+		size_t cap, size_t *n, uint64_t *next_ipa)
+{
+	struct leaves_args la = {.out = out, .cap = cap, .resume = ipa + size};
+	const struct s2pt_walker w = {.cb = leaves_cb, .arg = &la, .flags = S2PT_WALK_LEAF};
+	int ret;
+
+	*n = 0;
+	*next_ipa = ipa + size;
+	if (pt->destroyed)
+		return S2PT_EDESTROYED;
+	ret = s2pt__check_range(pt, ipa, size);
+	if (ret)
+		return ret;
+	if (cap == 0)
+		return S2PT_EINVAL;
+	ret = s2pt_walk((struct s2pt_pgtable *)pt, ipa, size, &w);
+	*n = la.n;
+	*next_ipa = la.resume;
+	return ret == LEAVES_FULL ? 0 : ret;
+}
+
+/* ---- check ---------------------------------------------------------------------------- */
+
+struct checker {
+	const struct s2pt_pgtable *pt;
+	uint8_t *seen; /* per pool page */
+	uint64_t reachable;
+	char *msg;
+	size_t msg_len;
+};
+
+__attribute__((format(printf, 2, 3))) static int fail(struct checker *c, const char *fmt, ...)
+{
+	if (c->msg && c->msg_len) {
+		va_list ap;
+
+		va_start(ap, fmt);
+		vsnprintf(c->msg, c->msg_len, fmt, ap);
+		va_end(ap);
+	}
+	return S2PT_EINVARIANT;
+}
+
+static int memattr_ok(uint64_t pte)
+{
+	return s2pt__memattr_valid(s2pt_pte_memattr(pte));
+}
+
+/* Check one table page (or one page of the root) and everything below it. */
+static int check_table(struct checker *c, uint32_t index, uint64_t nentries, int level,
+		       uint64_t base_ipa, int is_root)
+{
+	const struct s2pt_pgtable *pt = c->pt;
+	const struct s2pt_config *cfg = &pt->cfg;
+	const struct s2pt_pool *pool = pt->pool;
+	const uint64_t *table = s2pt__page_ptr(pool, index);
+	uint64_t per_page = 1ull << cfg->stride;
+	uint64_t span = s2pt__span(cfg, level);
+	uint64_t oa_mask = s2pt_oa_mask(cfg->granule_shift);
+	uint64_t page_pa = s2pt__page_pa(pool, index);
+	uint64_t nonzero = 0;
+	int ret;
+
+	if (c->seen[index])
+		return fail(c, "table page %#llx reachable twice", (unsigned long long)page_pa);
+	c->seen[index] = 1;
+	c->reachable++;
+	if (pool->owner[index] != pt->owner)
+		return fail(c, "table page %#llx owned by %u, not by this table (%u)",
+			    (unsigned long long)page_pa, pool->owner[index], pt->owner);
+	for (uint64_t i = 0; i < per_page; i++) {
+		uint64_t pte = table[i];
+		uint64_t ipa = base_ipa + i * span;
+		uint64_t addr = pte & oa_mask;
+
+		if (!pte)
+			continue;
+		nonzero++;
+		if (i >= nentries)
+			return fail(c, "entry %llu of root page %#llx lies beyond the IPA space",
+				    (unsigned long long)i, (unsigned long long)page_pa);
+		if (!s2pt_pte_valid(pte))
+			return fail(c, "invalid but non-zero entry %#llx at IPA %#llx level %d",
+				    (unsigned long long)pte, (unsigned long long)ipa, level);
+		if (addr >> cfg->pa_bits)
+			return fail(c, "address of %#llx beyond the %u-bit PA size",
+				    (unsigned long long)pte, cfg->pa_bits);
+		if (s2pt_pte_is_table(pte, level)) {
+			if (pte & ~(oa_mask | S2PT_PTE_TYPE_MASK))
+				return fail(c, "table descriptor %#llx has stray bits",
+					    (unsigned long long)pte);
+			if (!s2pt__pa_in_pool(pool, addr))
+				return fail(c, "table descriptor %#llx points outside the pool",
+					    (unsigned long long)pte);
+			ret = check_table(c, s2pt__child_index(pt, pte), per_page, level + 1, ipa, 0);
+			if (ret)
+				return ret;
+			continue;
+		}
+		if (level < 3 && level < cfg->min_block_level)
+			return fail(c, "block %#llx at level %d where blocks are not allowed",
+				    (unsigned long long)pte, level);
+		if (pte & ~(oa_mask | S2PT_PTE_LEAF_ATTRS | S2PT_PTE_TYPE_MASK))
+			return fail(c, "leaf %#llx has stray bits", (unsigned long long)pte);
+		if (addr & (span - 1))
+			return fail(c, "leaf %#llx at level %d: output address not aligned to %#llx",
+				    (unsigned long long)pte, level, (unsigned long long)span);
+		if (!memattr_ok(pte) || (pte & S2PT_PTE_SH) != S2PT_PTE_SH_INNER)
+			return fail(c, "leaf %#llx: reserved MemAttr or not inner shareable",
+				    (unsigned long long)pte);
+	}
+	if (pool->refcount[index] != 1 + nonzero)
+		return fail(c, "table page %#llx (level %d): count %u, expected 1 + %llu entries",
+			    (unsigned long long)page_pa, level, pool->refcount[index],
+			    (unsigned long long)nonzero);
+	if (!is_root && nonzero == 0)
+		return fail(c, "empty table page %#llx at level %d was not freed",
+			    (unsigned long long)page_pa, level);
+	return 0;
+}
+
+static int check_pool(struct checker *c)
+{
+	const struct s2pt_pool *pool = c->pt->pool;
+	uint64_t words = s2pt__granule(pool) / 8;
+	uint32_t used = 0, mine = 0;
+	int ret = 0;
+
+	memset(c->seen, 0, pool->capacity);
+	for (uint32_t i = 0; i < pool->nfree; i++) {
+		uint32_t idx = pool->free_stack[i];
+		const uint64_t *page;
+
+		if (idx >= pool->hiwater || c->seen[idx])
+			return fail(c, "free stack entry %u is out of range or repeated", idx);
+		c->seen[idx] = 1;
+		if (pool->refcount[idx] || pool->owner[idx])
+			return fail(c, "free page %u has count %u and owner %u", idx,
+				    pool->refcount[idx], pool->owner[idx]);
+		page = s2pt__page_ptr(pool, idx);
+		for (uint64_t w = 0; w < words; w++)
+			if (page[w])
+				return fail(c, "free page %u is not zero", idx);
+	}
+	for (uint32_t i = 0; i < pool->hiwater; i++) {
+		if (pool->refcount[i]) {
+			used++;
+			if (pool->owner[i] == c->pt->owner)
+				mine++;
+		} else if (!c->seen[i]) {
+			return fail(c, "page %u is neither allocated nor on the free stack", i);
+		}
+	}
+	if (used != pool->used || pool->nfree + used != pool->hiwater)
+		ret = fail(c, "pool counts: %u used (recorded %u), %u free, high-water %u", used,
+			   pool->used, pool->nfree, pool->hiwater);
+	else if (mine != c->pt->table_pages)
+		ret = fail(c, "%u pages carry this table's owner id, it holds %u", mine,
+			   c->pt->table_pages);
+	return ret;
+}
+
+int s2pt_check(const struct s2pt_pgtable *pt, char *msg, size_t msg_len)
+{
+	const struct s2pt_config *cfg = &pt->cfg;
+	struct checker c = {.pt = pt, .msg = msg, .msg_len = msg_len};
+	uint64_t per_page = 1ull << cfg->stride;
+	uint64_t root_span = per_page * s2pt__span(cfg, cfg->start_level);
+	int ret;
+
+	if (msg && msg_len)
+		msg[0] = '\0';
+	if (pt->destroyed)
+		return S2PT_EDESTROYED;
+	c.seen = calloc(pt->pool->capacity, 1);
+	if (!c.seen)
+		return S2PT_ENOMEM;
+	if (pt->root_pa & (((uint64_t)cfg->root_tables << cfg->granule_shift) - 1)) {
+		ret = fail(&c, "root %#llx not aligned to its size", (unsigned long long)pt->root_pa);
+		goto out;
+	}
+	for (uint32_t i = 0; i < cfg->root_tables; i++) {
+		uint64_t remaining = cfg->root_entries - i * per_page;
+
+		ret = check_table(&c, pt->root_index + i, remaining < per_page ? remaining : per_page,
+				  cfg->start_level, i * root_span, 1);
+		if (ret)
+			goto out;
+	}
+	if (c.reachable != pt->table_pages) {
+		ret = fail(&c, "%llu table pages reachable, %u recorded",
+			   (unsigned long long)c.reachable, pt->table_pages);
+		goto out;
+	}
+	ret = check_pool(&c);
+out:
+	free(c.seen);
+	return ret;
+}

@@ -1,0 +1,136 @@
+/* Private helpers shared by the C core's translation units. */
+#ifndef S2PT_INTERNAL_H
+#define S2PT_INTERNAL_H
+
+#include <string.h>
+
+#include "s2pt/desc.h"
+#include "s2pt/s2pt.h"
+
+#ifndef S2PT_DEBUG
+#define S2PT_DEBUG 0
+#endif
+
+/* Debug-build invariant checks. Not assert(): Python's build flags carry -DNDEBUG. */
+#define S2PT_ASSERT(cond)                          \
+	do {                                       \
+		if (S2PT_DEBUG && !(cond))         \
+			__builtin_trap();          \
+	} while (0)
+
+#define S2PT_LIKELY(x) __builtin_expect(!!(x), 1)
+#define S2PT_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+static inline uint64_t s2pt__span(const struct s2pt_config *cfg, int level)
+{
+	return 1ull << s2pt_level_shift(cfg, level);
+}
+
+static inline uint64_t s2pt__granule(const struct s2pt_pool *pool)
+{
+	return 1ull << pool->granule_shift;
+}
+
+static inline uint64_t s2pt__pool_end_pa(const struct s2pt_pool *pool)
+{
+	return pool->base_pa + ((uint64_t)pool->capacity << pool->granule_shift);
+}
+
+static inline uint64_t *s2pt__page_ptr(const struct s2pt_pool *pool, uint32_t index)
+{
+	return (uint64_t *)(pool->mem + ((size_t)index << pool->granule_shift));
+}
+
+static inline uint64_t s2pt__page_pa(const struct s2pt_pool *pool, uint32_t index)
+{
+	return pool->base_pa + ((uint64_t)index << pool->granule_shift);
+}
+
+/* Table PA -> pointer. The caller knows pa is a page of the pool. */
+static inline uint64_t *s2pt__table_ptr(const struct s2pt_pool *pool, uint64_t pa)
+{
+	return (uint64_t *)(pool->mem + (pa - pool->base_pa));
+}
+
+static inline int s2pt__pa_in_pool(const struct s2pt_pool *pool, uint64_t pa)
+{
+	return pa >= pool->base_pa && pa < s2pt__pool_end_pa(pool);
+}
+
+/* Pool index of the page an entry lives in. */
+static inline uint32_t s2pt__ptep_index(const struct s2pt_pool *pool, const uint64_t *ptep)
+{
+	return (uint32_t)(((const uint8_t *)ptep - pool->mem) >> pool->granule_shift);
+}
+
+/*
+ * Write an entry and keep KVM's count: a page holds 1 + its non-zero entries, so only a
+ * zero <-> non-zero change moves the count of the page the entry lives in.
+ */
+static inline void s2pt__set_pte(struct s2pt_pgtable *pt, uint64_t *ptep, uint64_t pte)
+{
+	uint64_t old = *ptep;
+
+	*ptep = pte;
+	if (!old != !pte) {
+		uint32_t *rc = &pt->pool->refcount[s2pt__ptep_index(pt->pool, ptep)];
+
+		if (pte)
+			(*rc)++;
+		else
+			(*rc)--;
+	}
+}
+
+/* Child table of a table descriptor. */
+static inline uint64_t *s2pt__child(const struct s2pt_pgtable *pt, uint64_t pte)
+{
+	return s2pt__table_ptr(pt->pool, s2pt_pte_addr(pte, pt->cfg.granule_shift));
+}
+
+static inline uint32_t s2pt__child_index(const struct s2pt_pgtable *pt, uint64_t pte)
+{
+	return (uint32_t)((s2pt_pte_addr(pte, pt->cfg.granule_shift) - pt->pool->base_pa) >>
+			  pt->cfg.granule_shift);
+}
+
+/* Pool page allocation (the page comes back zero with count 1). */
+int s2pt__page_alloc(struct s2pt_pool *pool, uint32_t owner, uint32_t *index);
+/* Free a page whose entries are all zero. */
+void s2pt__page_free(struct s2pt_pool *pool, uint32_t index);
+/* n contiguous pages aligned to n pages (in PA), for the concatenated root. */
+int s2pt__pages_alloc_aligned(struct s2pt_pool *pool, uint32_t owner, uint32_t n,
+			      uint32_t *index);
+
+/* Allocate a table page for pt (reserved beforehand). */
+static inline int s2pt__table_alloc(struct s2pt_pgtable *pt, uint32_t *index)
+{
+	int ret = s2pt__page_alloc(pt->pool, pt->owner, index);
+
+	if (!ret) {
+		pt->table_pages++;
+		pt->allocs++;
+	}
+	return ret;
+}
+
+static inline void s2pt__table_free(struct s2pt_pgtable *pt, uint32_t index)
+{
+	s2pt__page_free(pt->pool, index);
+	pt->table_pages--;
+}
+
+/* Record a TLB invalidation; a full log collapses into one VMID-wide event. */
+void s2pt__tlbi(struct s2pt_pgtable *pt, int kind, uint64_t ipa, uint64_t size, int level);
+
+/* Validate a range against the IPA space: alignment, then size and wrap-around. */
+int s2pt__check_range(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size);
+
+/* Validate prot / memattr values (not their combination with existing leaves). */
+int s2pt__check_prot(uint32_t prot);
+int s2pt__memattr_valid(uint32_t memattr);
+
+/* Clear [ipa, ipa + size) and free every table entirely inside it, without events. */
+int s2pt__clear_range(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size);
+
+#endif /* S2PT_INTERNAL_H */

@@ -1,0 +1,401 @@
+/*
+ * map, unmap and protect: each is a reservation pass that counts the table pages the change
+ * needs (so that a failure changes nothing) followed by one walk that makes the change.
+ */
+#include "internal.h"
+
+struct map_args {
+	uint64_t ipa;   /* start of the range */
+	uint64_t pa;    /* output address of ipa */
+	uint64_t attrs; /* leaf attribute bits */
+	int blocks;
+};
+
+static inline uint64_t pa_for(const struct map_args *m, uint64_t ipa)
+{
+	return m->pa + (ipa - m->ipa); /* modulo 2^64: consistent for ipa < m->ipa too */
+}
+
+/*
+ * A leaf may go at this level for an entry whose whole span is covered: always at level 3,
+ * otherwise when blocks are allowed at the level and the output address is block aligned.
+ * The alignment test is the same for every entry of a level, since entries are span-aligned.
+ */
+static inline int leaf_allowed(const struct s2pt_pgtable *pt, const struct map_args *m, int level)
+{
+	if (level == 3)
+		return 1;
+	return m->blocks && level >= pt->cfg.min_block_level &&
+	       !((m->pa - m->ipa) & (s2pt__span(&pt->cfg, level) - 1));
+}
+
+/* The block at this entry already translates the whole request inside it as asked. */
+static inline int block_identical(const struct s2pt_pgtable *pt, const struct map_args *m,
+				  uint64_t pte, uint64_t entry_ipa)
+{
+	uint64_t mask = S2PT_PTE_LEAF_ATTRS;
+
+	return (pte & mask) == m->attrs &&
+	       s2pt_pte_addr(pte, pt->cfg.granule_shift) == pa_for(m, entry_ipa);
+}
+
+/*
+ * Pages needed below one entry at level - 1 to map [a, b) into an empty table at @level.
+ * A block split for a partial map needs the same: its pieces never match the request
+ * (the block did not), so every decision below it is the one an empty table gets.
+ */
+static uint64_t need_empty(const struct s2pt_pgtable *pt, const struct map_args *m, int level,
+			   uint64_t a, uint64_t b)
+{
+	uint64_t span, first, last, n = 0;
+
+	if (level == 3)
+		return 0;
+	span = s2pt__span(&pt->cfg, level);
+	first = a & ~(span - 1);
+	last = (b - 1) & ~(span - 1);
+	if (first == last)
+		return (a == first && b == first + span && leaf_allowed(pt, m, level))
+			       ? 0
+			       : 1 + need_empty(pt, m, level + 1, a, b);
+	/* Partial first and last entries, and a run of whole entries that all decide alike. */
+	if (a != first) {
+		n += 1 + need_empty(pt, m, level + 1, a, first + span);
+		first += span;
+	}
+	if (b != last + span)
+		n += 1 + need_empty(pt, m, level + 1, last, b);
+	else
+		last += span;
+	if (last > first && !leaf_allowed(pt, m, level))
+		n += ((last - first) / span) * (1 + need_empty(pt, m, level + 1, first, first + span));
+	return n;
+}
+
+static uint64_t need_map(const struct s2pt_pgtable *pt, const struct map_args *m,
+			 const uint64_t *table, uint64_t nentries, int level, uint64_t a, uint64_t b)
+{
+	uint32_t shift = s2pt_level_shift(&pt->cfg, level);
+	uint64_t span = 1ull << shift;
+	int whole_ok = leaf_allowed(pt, m, level);
+	uint64_t n = 0;
+
+	if (level == 3)
+		return 0;
+	for (uint64_t e = a & ~(span - 1); e < b; e += span) {
+		uint64_t ea = e > a ? e : a, eb = e + span < b ? e + span : b;
+		int covered = ea == e && eb == e + span;
+		uint64_t pte;
+
+		/* A whole entry that takes a leaf needs nothing, whatever is there now. */
+		if (covered && whole_ok) {
+			/* Skip to the last entry: only a partial one can still need pages. */
+			if (b - e > span)
+				e = ((b - 1) & ~(span - 1)) - span;
+			continue;
+		}
+		pte = table[(e >> shift) & (nentries - 1)];
+		if (s2pt_pte_is_table(pte, level))
+			n += need_map(pt, m, s2pt__child(pt, pte), 1ull << pt->cfg.stride, level + 1,
+				      ea, eb);
+		else if (s2pt_pte_valid(pte) && m->blocks && block_identical(pt, m, pte, e))
+			continue;
+		else
+			n += 1 + need_empty(pt, m, level + 1, ea, eb);
+	}
+	return n;
+}
+
+/* Pages a block split at @level - 1 needs so that only [a, b) is affected inside it. */
+static uint64_t need_split(const struct s2pt_pgtable *pt, int level, uint64_t a, uint64_t b)
+{
+	uint64_t span, first, last, n = 0;
+
+	if (level == 3)
+		return 0;
+	span = s2pt__span(&pt->cfg, level);
+	first = a & ~(span - 1);
+	last = (b - 1) & ~(span - 1);
+	if (a != first)
+		n += 1 + need_split(pt, level + 1, a, first + span < b ? first + span : b);
+	if (b != last + span && (last != first || a == first))
+		n += 1 + need_split(pt, level + 1, last > a ? last : a, b);
+	return n;
+}
+
+/*
+ * Pages unmap or protect need: only blocks that the range covers in part are split, and only
+ * the entries at the two ends of the range can be such blocks. @keep_prot >= 0 (protect):
+ * blocks that already have these permissions are left whole.
+ */
+static uint64_t need_edges(const struct s2pt_pgtable *pt, const uint64_t *table, uint64_t nentries,
+			   int level, uint64_t a, uint64_t b, int64_t keep_prot)
+{
+	uint32_t shift = s2pt_level_shift(&pt->cfg, level);
+	uint64_t span = 1ull << shift;
+	uint64_t ends[2] = {a & ~(span - 1), (b - 1) & ~(span - 1)};
+	uint64_t n = 0;
+
+	if (level == 3)
+		return 0;
+	for (int i = 0; i < 2; i++) {
+		uint64_t e = ends[i];
+		uint64_t ea = e > a ? e : a, eb = e + span < b ? e + span : b;
+		uint64_t pte;
+
+		if (i == 1 && e == ends[0])
+			break;
+		if (ea == e && eb == e + span)
+			continue;
+		pte = table[(e >> shift) & (nentries - 1)];
+		if (s2pt_pte_is_table(pte, level))
+			n += need_edges(pt, s2pt__child(pt, pte), 1ull << pt->cfg.stride, level + 1, ea,
+					eb, keep_prot);
+		else if (s2pt_pte_valid(pte) &&
+			 (keep_prot < 0 || s2pt_pte_prot(pte) != (uint32_t)keep_prot))
+			n += 1 + need_split(pt, level + 1, ea, eb);
+	}
+	return n;
+}
+
+/*
+ * Replace the block at ctx->ptep by a table. With @keep, the table holds the block's mapping
+ * as next-level leaves (same attributes, consecutive output addresses), so the part of the
+ * block outside the range stays mapped; without it the table starts empty (the range covers
+ * the whole block and rewrites it). The old block is invalidated first (break-before-make).
+ */
+static int split_block(const struct s2pt_walk_ctx *ctx, int keep)
+{
+	struct s2pt_pgtable *pt = ctx->pt;
+	const struct s2pt_config *cfg = &pt->cfg;
+	uint64_t nentries = 1ull << cfg->stride;
+	uint32_t index;
+	uint64_t *child;
+	int ret = s2pt__table_alloc(pt, &index);
+
+	S2PT_ASSERT(ret == 0);
+	if (ret)
+		return ret;
+	child = s2pt__page_ptr(pt->pool, index);
+	if (keep && s2pt_pte_valid(ctx->old)) {
+		uint64_t attrs = ctx->old & S2PT_PTE_LEAF_ATTRS;
+		uint64_t pa = s2pt_pte_addr(ctx->old, cfg->granule_shift);
+		uint64_t step = s2pt__span(cfg, ctx->level + 1);
+
+		for (uint64_t i = 0; i < nentries; i++)
+			child[i] = s2pt_leaf_pte(pa + i * step, attrs, ctx->level + 1);
+		pt->pool->refcount[index] += (uint32_t)nentries;
+	}
+	if (s2pt_pte_valid(ctx->old))
+		s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr, s2pt__span(cfg, ctx->level), ctx->level);
+	s2pt__set_pte(pt, ctx->ptep, s2pt_table_pte(s2pt__page_pa(pt->pool, index)));
+	return 0;
+}
+
+static int map_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
+{
+	struct s2pt_pgtable *pt = ctx->pt;
+	const struct map_args *m = ctx->arg;
+	uint64_t span = s2pt__span(&pt->cfg, ctx->level);
+	int covered = ctx->addr >= ctx->start && ctx->addr + span <= ctx->end;
+	uint64_t pte;
+
+	if (covered && leaf_allowed(pt, m, ctx->level)) {
+		pte = s2pt_leaf_pte(pa_for(m, ctx->addr), m->attrs, ctx->level);
+		if (visit == S2PT_WALK_TABLE_PRE) {
+			/* Coalesce: the table's whole span becomes one block; free the subtree. */
+			int ret = s2pt__clear_range(pt, ctx->addr, span);
+
+			if (ret)
+				return ret;
+			s2pt__tlbi(pt, S2PT_TLBI_RANGE, ctx->addr, span, S2PT_TLBI_LEVEL_UNKNOWN);
+		} else if (ctx->old == pte) {
+			return 0; /* already exactly this: no write, no event */
+		} else if (s2pt_pte_valid(ctx->old)) {
+			s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr, span, ctx->level);
+		}
+		s2pt__set_pte(pt, ctx->ptep, pte);
+		return 0;
+	}
+	if (visit == S2PT_WALK_TABLE_PRE)
+		return 0; /* descend into the existing table */
+	/* A leaf does not fit here: put a table in place and let the walker descend into it. */
+	if (s2pt_pte_valid(ctx->old) && m->blocks &&
+	    block_identical(pt, m, ctx->old, ctx->addr))
+		return 0;
+	return split_block(ctx, !covered);
+}
+
+int s2pt_map(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
+	     uint32_t prot, uint32_t memattr, uint32_t flags)
+{
+	struct map_args m;
+	const struct s2pt_walker w = {
+		.cb = map_cb,
+		.arg = &m,
+		.flags = S2PT_WALK_LEAF | S2PT_WALK_TABLE_PRE,
+	};
+	uint64_t need;
+	int ret;
+
+	if (pt->destroyed)
+		return S2PT_EDESTROYED;
+	if (s2pt__check_prot(prot) || !s2pt__memattr_valid(memattr) ||
+	    (flags & ~(S2PT_MAP_NO_BLOCKS | S2PT_MAP_NO_AF)))
+		return S2PT_EINVAL;
+	/* KVM refuses execute permission on Device memory. */
+	if ((prot & S2PT_PROT_X) && (memattr & 0xc) == 0)
+		return S2PT_EINVAL;
+	if (pa & ((1ull << pt->cfg.granule_shift) - 1))
+		return S2PT_EALIGN;
+	ret = s2pt__check_range(pt, ipa, size);
+	if (ret)
+		return ret;
+	if (pa + size < pa || pa + size > (1ull << pt->cfg.pa_bits))
+		return S2PT_ERANGE;
+	if (size == 0)
+		return 0;
+	m.ipa = ipa;
+	m.pa = pa;
+	m.attrs = s2pt_leaf_attrs(prot, memattr, !(flags & S2PT_MAP_NO_AF));
+	m.blocks = !(flags & S2PT_MAP_NO_BLOCKS);
+	need = need_map(pt, &m, pt->root, pt->cfg.root_entries, pt->cfg.start_level, ipa,
+			ipa + size);
+	if (need > s2pt_pool_free_pages(pt->pool))
+		return S2PT_ENOMEM;
+	pt->allocs = 0;
+	ret = s2pt_walk(pt, ipa, size, &w);
+	S2PT_ASSERT(ret == 0 && pt->allocs == need);
+	return ret;
+}
+
+struct unmap_args {
+	uint64_t unmapped;
+};
+
+static int unmap_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
+{
+	struct s2pt_pgtable *pt = ctx->pt;
+	uint64_t span = s2pt__span(&pt->cfg, ctx->level);
+
+	if (visit == S2PT_WALK_TABLE_POST) {
+		uint32_t child = s2pt__child_index(pt, ctx->old);
+
+		/* kvm_page_empty(): only the allocation reference is left. */
+		if (pt->pool->refcount[child] == 1) {
+			s2pt__set_pte(pt, ctx->ptep, 0);
+			s2pt__table_free(pt, child);
+			s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr, span, S2PT_TLBI_LEVEL_UNKNOWN);
+		}
+		return 0;
+	}
+	if (!ctx->old)
+		return 0;
+	if (ctx->addr >= ctx->start && ctx->addr + span <= ctx->end) {
+		if (s2pt_pte_valid(ctx->old)) {
+			struct unmap_args *u = ctx->arg;
+
+			u->unmapped += span;
+			s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr, span, ctx->level);
+		}
+		s2pt__set_pte(pt, ctx->ptep, 0);
+		return 0;
+	}
+	/* A block covered in part: keep the rest as next-level leaves, then descend. */
+	return s2pt_pte_valid(ctx->old) ? split_block(ctx, 1) : 0;
+}
+
+int s2pt_unmap(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *unmapped)
+{
+	struct unmap_args u = {0};
+	const struct s2pt_walker w = {
+		.cb = unmap_cb,
+		.arg = &u,
+		.flags = S2PT_WALK_LEAF | S2PT_WALK_TABLE_POST,
+	};
+	uint64_t need;
+	int ret;
+
+	if (unmapped)
+		*unmapped = 0;
+	if (pt->destroyed)
+		return S2PT_EDESTROYED;
+	ret = s2pt__check_range(pt, ipa, size);
+	if (ret || size == 0)
+		return ret;
+	need = need_edges(pt, pt->root, pt->cfg.root_entries, pt->cfg.start_level, ipa, ipa + size,
+			  -1);
+	if (need > s2pt_pool_free_pages(pt->pool))
+		return S2PT_ENOMEM;
+	pt->allocs = 0;
+	ret = s2pt_walk(pt, ipa, size, &w);
+	S2PT_ASSERT(ret == 0 && pt->allocs == need);
+	if (unmapped)
+		*unmapped = u.unmapped;
+	return ret;
+}
+
+struct protect_args {
+	uint32_t prot;
+};
+
+static int protect_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
+{
+	struct s2pt_pgtable *pt = ctx->pt;
+	const struct protect_args *p = ctx->arg;
+	uint64_t span = s2pt__span(&pt->cfg, ctx->level);
+	uint64_t pte;
+
+	(void)visit;
+	if (!s2pt_pte_valid(ctx->old))
+		return 0;
+	pte = s2pt_pte_set_prot(ctx->old, p->prot);
+	if (pte == ctx->old)
+		return 0;
+	if (ctx->addr >= ctx->start && ctx->addr + span <= ctx->end) {
+		s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr, span, ctx->level);
+		*ctx->ptep = pte; /* non-zero to non-zero: the count does not move */
+		return 0;
+	}
+	return split_block(ctx, 1);
+}
+
+/* Execute permission on a Device leaf is refused, as at map time. */
+static int device_exec_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
+{
+	(void)visit;
+	if (s2pt_pte_valid(ctx->old) && (s2pt_pte_memattr(ctx->old) & 0xc) == 0)
+		return S2PT_EINVAL;
+	return 0;
+}
+
+int s2pt_protect(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t prot)
+{
+	struct protect_args p = {.prot = prot};
+	const struct s2pt_walker w = {.cb = protect_cb, .arg = &p, .flags = S2PT_WALK_LEAF};
+	uint64_t need;
+	int ret;
+
+	if (pt->destroyed)
+		return S2PT_EDESTROYED;
+	if (s2pt__check_prot(prot))
+		return S2PT_EINVAL;
+	ret = s2pt__check_range(pt, ipa, size);
+	if (ret || size == 0)
+		return ret;
+	if (prot & S2PT_PROT_X) {
+		const struct s2pt_walker dw = {.cb = device_exec_cb, .flags = S2PT_WALK_LEAF};
+
+		ret = s2pt_walk(pt, ipa, size, &dw);
+		if (ret)
+			return ret;
+	}
+	need = need_edges(pt, pt->root, pt->cfg.root_entries, pt->cfg.start_level, ipa, ipa + size,
+			  prot);
+	if (need > s2pt_pool_free_pages(pt->pool))
+		return S2PT_ENOMEM;
+	pt->allocs = 0;
+	ret = s2pt_walk(pt, ipa, size, &w);
+	S2PT_ASSERT(ret == 0 && pt->allocs == need);
+	return ret;
+}

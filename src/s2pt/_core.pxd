@@ -1,0 +1,32 @@
+# Cython-level API: other Cython modules can `cimport s2pt._core` and call the C core on a
+# Stage2's tables directly (e.g. `s2pt_translate(&vm.pt, ...)` in a simulator's inner loop).
+from libc.stdint cimport uint64_t
+
+from s2pt._cs2pt cimport s2pt_config, s2pt_pgtable, s2pt_pool, s2pt_tlbi, s2pt_tlbi_log
+
+
+cdef class Stage2Config:
+    cdef s2pt_config cfg
+
+
+cdef class PagePool:
+    cdef s2pt_pool pool
+    cdef void *mem
+    cdef size_t mem_bytes
+    cdef void *meta
+    cdef size_t meta_bytes
+    cdef _release(self)
+    cdef int _ready(self) except -1
+
+
+cdef class Stage2:
+    cdef s2pt_pgtable pt
+    cdef s2pt_tlbi_log log
+    cdef s2pt_tlbi *events
+    cdef readonly PagePool pool
+    cdef readonly Stage2Config config
+    cdef _setup(self, Stage2Config config, object pool, object tlbi_capacity)
+    cdef int _live(self) except -1
+    cdef int _fail(self, int rc, uint64_t ipa, uint64_t size, object pa=*, object prot=*,
+                   object memattr=*) except -1
+    cdef tuple _leaf_chunk(self, uint64_t start, uint64_t end)

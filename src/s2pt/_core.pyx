@@ -1,0 +1,674 @@
+# The Cython layer: converts arguments, calls the C core, turns its codes into exceptions.
+# No page-table logic lives here.
+from cpython.buffer cimport PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+
+from s2pt._cs2pt cimport *
+
+import numpy as np
+
+from ._types import FSC_NONE, Access, FaultKind, Mapping, MemAttr, Prot, Translation, WalkStep
+from .errors import (
+    AlignmentError,
+    ArrayError,
+    ConfigError,
+    DestroyedError,
+    InvalidArgumentError,
+    InvariantError,
+    RangeError,
+    Stage2Fault,
+    error_class,
+)
+
+#: Default base PA of a pool (1 GiB: clear of the low device window, aligned for any root).
+DEFAULT_POOL_BASE_PA = 0x4000_0000
+#: Default pool size of a VM that gets its own pool; reserved, committed only as it is used.
+DEFAULT_POOL_BYTES = 1 << 30
+
+TLBI_IPA = S2PT_TLBI_IPA
+TLBI_RANGE = S2PT_TLBI_RANGE
+TLBI_VMID = S2PT_TLBI_VMID
+TLBI_LEVEL_UNKNOWN = S2PT_TLBI_LEVEL_UNKNOWN
+TLBI_DTYPE = np.dtype([("kind", np.int32), ("level", np.int32), ("ipa", np.uint64),
+                       ("size", np.uint64)])
+
+# Decoding tables, so a result costs an index instead of an enum lookup.
+_PROT = tuple(Prot(i) for i in range(16))
+_MEMATTR = tuple(MemAttr(i) if i in MemAttr._value2member_map_ else i for i in range(16))
+_U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
+
+
+# ---- errors -------------------------------------------------------------------------------
+
+cdef int _raise(int rc, str detail=None) except -1:
+    cls = error_class(rc)
+    msg = s2pt_strerror(rc).decode()
+    raise cls(f"{msg}: {detail}" if detail else msg)
+
+
+cdef inline uint64_t _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
+    """A Python int as uint64: negative or too large is a RangeError, not an OverflowError."""
+    try:
+        return <uint64_t>value
+    except OverflowError:
+        raise RangeError(f"{name}={value!r} does not fit in 64 bits (0 .. 2**64-1)") from None
+
+
+cdef inline uint32_t _u32(object value, str name) except? 0xFFFFFFFF:
+    try:
+        return <uint32_t>value
+    except OverflowError:
+        raise InvalidArgumentError(f"{name}={value!r} is out of range") from None
+
+
+cdef const uint64_t[::1] _ipa_array(object ipas) except *:
+    """A C-contiguous 1-D uint64 view, refusing silent conversions that could change values."""
+    if isinstance(ipas, np.ndarray):
+        if ipas.dtype != np.uint64:
+            raise ArrayError(f"ipas must have dtype uint64, got {ipas.dtype}")
+        if ipas.ndim != 1:
+            raise ArrayError(f"ipas must be 1-D, got {ipas.ndim} dimensions")
+        if not ipas.flags.c_contiguous:
+            raise ArrayError("ipas must be C-contiguous (use np.ascontiguousarray)")
+        return ipas
+    try:
+        arr = np.asarray(ipas, dtype=np.uint64)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise ArrayError(f"ipas must be a sequence of integers in 0 .. 2**64-1: {exc}") from None
+    if arr.ndim != 1:
+        raise ArrayError(f"ipas must be 1-D, got {arr.ndim} dimensions")
+    return arr
+
+
+# ---- zero-copy views ----------------------------------------------------------------------
+
+cdef class _View:
+    """Exports a region of C memory through the buffer protocol, keeping its owner alive."""
+    cdef object owner
+    cdef char *data
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t itemsize
+    cdef bytes fmt
+
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("s2pt memory views are read-only: change tables through the API")
+        buffer.buf = self.data
+        buffer.obj = self
+        buffer.len = self.shape[0] * self.itemsize
+        buffer.readonly = 1
+        buffer.itemsize = self.itemsize
+        buffer.format = NULL
+        if flags & PyBUF_FORMAT:
+            buffer.format = self.fmt
+        buffer.ndim = 1
+        buffer.shape = self.shape
+        buffer.strides = &self.itemsize
+        buffer.suboffsets = NULL
+        buffer.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *buffer):
+        pass
+
+
+cdef object _view(object owner, void *data, Py_ssize_t n, Py_ssize_t itemsize, bytes fmt,
+                  object dtype):
+    cdef _View v = _View.__new__(_View)
+    v.owner = owner
+    v.data = <char *>data
+    v.shape[0] = n
+    v.itemsize = itemsize
+    v.fmt = fmt
+    return np.frombuffer(v, dtype=dtype)
+
+
+# ---- geometry -----------------------------------------------------------------------------
+
+cdef class Stage2Config:
+    """Geometry and control-register values of one VM, computed exactly as KVM does.
+
+    ``levels = max(2, (ipa_bits - 8) // (log2(granule) - 3))``, ``start_level = 4 - levels``;
+    the start level concatenates up to 16 tables (``root_tables``). Invalid combinations raise
+    :class:`ConfigError`. Build one from a register value with :meth:`from_vtcr`.
+    """
+
+    def __init__(self, ipa_bits=40, granule=4096, pa_bits=48, vmid=1, lpa2=False):
+        cdef int rc
+        if lpa2:
+            raise ConfigError("lpa2=True: FEAT_LPA2 (52-bit) descriptors are not supported yet")
+        rc = s2pt_config_init(&self.cfg, _u32(ipa_bits, "ipa_bits"), _u32(granule, "granule"),
+                              _u32(pa_bits, "pa_bits"), _u32(vmid, "vmid"), 0)
+        if rc:
+            raise ConfigError(
+                f"invalid stage-2 configuration ipa_bits={ipa_bits}, granule={granule}, "
+                f"pa_bits={pa_bits}, vmid={vmid}: need granule 4096/16384/65536, pa_bits in "
+                f"(32, 36, 40, 42, 44, 48), 32 <= ipa_bits <= 48, ipa_bits <= pa_bits, "
+                f"vmid 0..65535")
+
+    @classmethod
+    def from_vtcr(cls, vtcr, vmid=1):
+        """Decode and validate a VTCR_EL2 value (the level count comes from SL0).
+
+        Refused: T0SZ outside 32..48-bit IPAs, a T0SZ/SL0 pair whose start table would resolve
+        fewer than 1 or more than stride + 4 bits, reserved TG0/PS/SH0/SL0 encodings, a VMID
+        above 255 without VS, and features s2pt does not model (HA, HD, DS, SL2, ...).
+        """
+        cdef Stage2Config self = cls.__new__(cls)
+        cdef uint64_t value = _u64(vtcr, "vtcr")
+        if s2pt_config_from_vtcr(&self.cfg, value, _u32(vmid, "vmid")):
+            raise ConfigError(f"VTCR_EL2 value {value:#x} (vmid {vmid}) is not a valid "
+                              f"stage-2 configuration for s2pt")
+        return self
+
+    @property
+    def ipa_bits(self): return self.cfg.ipa_bits
+    @property
+    def pa_bits(self): return self.cfg.pa_bits
+    @property
+    def granule(self): return 1 << self.cfg.granule_shift
+    @property
+    def vmid(self): return self.cfg.vmid
+    @property
+    def lpa2(self): return bool(self.cfg.flags & S2PT_CONFIG_LPA2)
+    @property
+    def levels(self): return self.cfg.levels
+    @property
+    def start_level(self): return self.cfg.start_level
+    @property
+    def root_tables(self): return self.cfg.root_tables
+    @property
+    def root_entries(self): return self.cfg.root_entries
+    @property
+    def root_size(self):
+        """Bytes of the concatenated root (whole pages)."""
+        return self.cfg.root_tables << self.cfg.granule_shift
+    @property
+    def root_align(self):
+        """Alignment VTTBR_EL2.BADDR needs: the root's own size."""
+        return self.cfg.root_tables << self.cfg.granule_shift
+    @property
+    def min_block_level(self): return self.cfg.min_block_level
+    @property
+    def t0sz(self): return self.cfg.t0sz
+    @property
+    def sl0(self): return self.cfg.sl0
+    @property
+    def vtcr(self): return self.cfg.vtcr
+
+    def level_size(self, int level):
+        """Bytes one entry maps at ``level`` (start_level..3)."""
+        if level < self.cfg.start_level or level > 3:
+            raise InvalidArgumentError(f"level {level} is not in {self.cfg.start_level}..3")
+        return (<uint64_t>1) << s2pt_level_shift(&self.cfg, level)
+
+    def _key(self):
+        return (self.cfg.ipa_bits, self.cfg.pa_bits, self.cfg.granule_shift,
+                self.cfg.start_level, self.cfg.vmid, self.cfg.vtcr)
+
+    def __eq__(self, other):
+        if not isinstance(other, Stage2Config):
+            return NotImplemented
+        return self._key() == (<Stage2Config>other)._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return (f"Stage2Config(ipa_bits={self.ipa_bits}, granule={self.granule}, "
+                f"pa_bits={self.pa_bits}, vmid={self.vmid}, levels={self.levels}, "
+                f"start_level={self.start_level}, root_tables={self.root_tables}, "
+                f"vtcr={self.vtcr:#x})")
+
+
+# ---- pool ---------------------------------------------------------------------------------
+
+cdef class PagePool:
+    """One contiguous buffer of ``granule``-sized table pages; page ``i`` has PA
+    ``base_pa + i * granule``.
+
+    Memory is reserved up front and committed as pages are first used, so a large capacity
+    costs nothing until it is needed. Freed pages are reused. Several VMs may share a pool.
+    Counts are in pages.
+    """
+
+    def __cinit__(self):
+        self.mem = NULL
+        self.meta = NULL
+
+    def __init__(self, pages, granule=4096, base_pa=None):
+        cdef uint64_t npages = _u64(pages, "pages")
+        cdef uint64_t gran = _u64(granule, "granule")
+        cdef uint64_t base = DEFAULT_POOL_BASE_PA if base_pa is None else _u64(base_pa, "base_pa")
+        cdef int rc
+        if self.mem != NULL:
+            raise InvalidArgumentError("PagePool is already initialised")
+        if gran not in (4096, 16384, 65536):
+            raise InvalidArgumentError(f"granule must be 4096, 16384 or 65536, not {granule}")
+        if npages == 0 or npages > (<uint64_t>1 << 31):
+            raise InvalidArgumentError(f"pages must be 1 .. 2**31, not {pages}")
+        self.mem_bytes = npages * gran
+        self.meta_bytes = s2pt_pool_meta_bytes(<uint32_t>npages)
+        self.mem = s2pt_mem_alloc(self.mem_bytes)
+        self.meta = s2pt_mem_alloc(self.meta_bytes)
+        if self.mem == NULL or self.meta == NULL:
+            self._release()
+            raise MemoryError(f"cannot reserve {self.mem_bytes} bytes for {npages} pages")
+        rc = s2pt_pool_init(&self.pool, self.mem, <uint32_t>npages, self.meta, base,
+                            <uint32_t>gran)
+        if rc:
+            self._release()
+            _raise(rc, f"base_pa={base:#x} must be aligned to the granule and the pool must "
+                       f"end at or below 2**52")
+
+    cdef _release(self):
+        s2pt_mem_free(self.mem, self.mem_bytes)
+        s2pt_mem_free(self.meta, self.meta_bytes)
+        self.mem = NULL
+        self.meta = NULL
+
+    def __dealloc__(self):
+        # VMs keep their pool alive, so no page table can outlive this memory.
+        self._release()
+
+    cdef int _ready(self) except -1:
+        if self.mem == NULL:
+            raise InvalidArgumentError("PagePool was not initialised")
+        return 0
+
+    @property
+    def capacity(self): return self.pool.capacity
+    @property
+    def used(self): return self.pool.used
+    @property
+    def free(self): return self.pool.capacity - self.pool.used
+    @property
+    def base_pa(self): return self.pool.base_pa
+    @property
+    def end_pa(self):
+        """First PA after the pool."""
+        return self.pool.base_pa + (<uint64_t>self.pool.capacity << self.pool.granule_shift)
+    @property
+    def granule(self): return 1 << self.pool.granule_shift
+
+    @property
+    def words(self):
+        """Read-only, zero-copy numpy uint64 view of the whole buffer: the raw memory image
+        (word ``i`` is at PA ``base_pa + 8 * i``)."""
+        self._ready()
+        return _view(self, self.mem, self.mem_bytes // 8, 8, b"Q", np.uint64)
+
+    @property
+    def refcounts(self):
+        """Read-only, zero-copy numpy uint32 view of the per-page reference counts
+        (0 = free, otherwise 1 + non-zero entries)."""
+        self._ready()
+        return _view(self, self.pool.refcount, self.pool.capacity, 4, b"I", np.uint32)
+
+    def refcount(self, pa):
+        """Reference count of the page at ``pa`` (0 if free)."""
+        cdef uint32_t count = 0
+        cdef uint64_t addr = _u64(pa, "pa")
+        self._ready()
+        rc = s2pt_pool_refcount(&self.pool, addr, &count)
+        if rc:
+            _raise(rc, f"pa={addr:#x} is not the start of a page of this pool "
+                       f"[{self.base_pa:#x}, {self.end_pa:#x})")
+        return count
+
+    def page_words(self, pa):
+        """Read-only numpy view of the descriptors of the page at ``pa``."""
+        cdef uint64_t addr = _u64(pa, "pa")
+        self.refcount(addr)
+        start = (addr - self.pool.base_pa) // 8
+        return self.words[start:start + (self.granule // 8)]
+
+    def read(self, pa):
+        """The 64-bit word at ``pa`` (8-byte aligned, inside the pool)."""
+        cdef uint64_t addr = _u64(pa, "pa")
+        self._ready()
+        if addr & 7:
+            raise AlignmentError(f"pa={addr:#x} is not 8-byte aligned")
+        if addr < self.pool.base_pa or addr >= self.end_pa:
+            raise RangeError(f"pa={addr:#x} is outside the pool")
+        return (<uint64_t *>self.mem)[(addr - self.pool.base_pa) // 8]
+
+    def __repr__(self):
+        return (f"PagePool(capacity={self.capacity}, used={self.used}, granule={self.granule}, "
+                f"base_pa={self.base_pa:#x})")
+
+
+# ---- the VM's tables ----------------------------------------------------------------------
+
+cdef class Stage2:
+    """One VM's stage-2 translation tables (IPA -> PA), in a :class:`PagePool`.
+
+    ``pool=None`` gives the VM a pool of its own (``DEFAULT_POOL_BYTES`` reserved at
+    ``DEFAULT_POOL_BASE_PA``, committed as used). Every call validates its arguments and, on
+    any error, leaves tables, counts and pool exactly as they were.
+    """
+
+    def __cinit__(self):
+        self.events = NULL
+        memset(&self.pt, 0, sizeof(self.pt))
+        self.pt.destroyed = 1
+
+    def __init__(self, ipa_bits=40, granule=4096, pa_bits=48, vmid=1, lpa2=False, pool=None,
+                 *, tlbi_capacity=4096):
+        self._setup(Stage2Config(ipa_bits, granule, pa_bits, vmid, lpa2), pool, tlbi_capacity)
+
+    @classmethod
+    def from_config(cls, Stage2Config config not None, pool=None, *, tlbi_capacity=4096):
+        """A VM with the geometry of ``config`` (for example one from ``from_vtcr``)."""
+        cdef Stage2 self = cls.__new__(cls)
+        self._setup(config, pool, tlbi_capacity)
+        return self
+
+    cdef _setup(self, Stage2Config config, object pool, object tlbi_capacity):
+        cdef PagePool p
+        cdef uint32_t cap = _u32(tlbi_capacity, "tlbi_capacity")
+        cdef uint64_t pages, limit
+        cdef int rc
+        if not self.pt.destroyed:
+            raise InvalidArgumentError("Stage2 is already initialised")
+        if pool is None:
+            granule = 1 << config.cfg.granule_shift
+            limit = ((<uint64_t>1) << config.cfg.pa_bits) - DEFAULT_POOL_BASE_PA
+            pages = min(DEFAULT_POOL_BYTES, limit) // granule
+            p = PagePool(pages, granule, DEFAULT_POOL_BASE_PA)
+        elif isinstance(pool, PagePool):
+            p = pool
+            p._ready()
+        else:
+            raise InvalidArgumentError(f"pool must be a PagePool or None, not {type(pool)}")
+        if cap:
+            self.events = <s2pt_tlbi *>malloc(cap * sizeof(s2pt_tlbi))
+            if self.events == NULL:
+                raise MemoryError()
+        rc = s2pt_pgtable_init(&self.pt, &config.cfg, &p.pool)
+        if rc:
+            free(self.events)
+            self.events = NULL
+            if rc == S2PT_ECONFIG:
+                raise ConfigError(
+                    f"pool (granule {p.granule}, PAs up to {p.end_pa:#x}) does not suit this VM "
+                    f"(granule {config.granule}, {config.pa_bits}-bit PA)")
+            _raise(rc, f"{config.root_tables} aligned root page(s) from a pool with "
+                       f"{p.free} free")
+        self.log.events = self.events
+        self.log.capacity = cap
+        self.log.count = 0
+        self.log.overflowed = 0
+        self.pt.tlbi = &self.log
+        self.pool = p
+        self.config = config
+
+    def __dealloc__(self):
+        if not self.pt.destroyed:
+            s2pt_pgtable_destroy(&self.pt)
+        free(self.events)
+
+    cdef int _live(self) except -1:
+        if self.pt.destroyed:
+            raise DestroyedError("this Stage2 was destroyed")
+        return 0
+
+    # -- geometry ---------------------------------------------------------------------------
+    @property
+    def ipa_bits(self): return self.pt.cfg.ipa_bits
+    @property
+    def pa_bits(self): return self.pt.cfg.pa_bits
+    @property
+    def granule(self): return 1 << self.pt.cfg.granule_shift
+    @property
+    def vmid(self): return self.pt.cfg.vmid
+    @property
+    def levels(self): return self.pt.cfg.levels
+    @property
+    def start_level(self): return self.pt.cfg.start_level
+    @property
+    def root_tables(self): return self.pt.cfg.root_tables
+    @property
+    def vtcr(self): return self.pt.cfg.vtcr
+    @property
+    def root_pa(self):
+        """PA of the (concatenated) root, aligned to its size."""
+        self._live()
+        return self.pt.root_pa
+    @property
+    def vttbr(self):
+        """VTTBR_EL2: root PA | VMID << 48."""
+        self._live()
+        return s2pt_vttbr(&self.pt)
+    @property
+    def table_pages(self):
+        """Table pages this VM holds, roots included."""
+        self._live()
+        return self.pt.table_pages
+    @property
+    def destroyed(self): return bool(self.pt.destroyed)
+
+    # -- changes ----------------------------------------------------------------------------
+    def map(self, ipa, pa, size, prot=Prot.RW, memattr=MemAttr.NORMAL, *, blocks=True, af=True):
+        """Map ``[ipa, ipa + size)`` to ``[pa, pa + size)``.
+
+        Each aligned chunk gets the largest leaf its IPA and PA alignment allow (blocks at
+        levels 1-2 for 4K, level 2 for 16K/64K), or pages only with ``blocks=False`` (which
+        also splits blocks already in the range). An existing mapping is replaced
+        (break-before-make); a block covered in part is split so the rest stays mapped; a
+        table whose whole span becomes a block is freed with its subtree. A leaf that already
+        translates the range exactly as asked is left alone (no split, no event). ``af=False``
+        leaves the access flag clear (the first access then takes an access-flag fault).
+
+        Raises InvalidArgumentError (prot, memattr, execute on Device), AlignmentError,
+        RangeError, PoolExhaustedError, DestroyedError; on error nothing changes.
+        """
+        cdef uint64_t i = _u64(ipa, "ipa"), p = _u64(pa, "pa"), n = _u64(size, "size")
+        cdef uint32_t flags = (0 if blocks else S2PT_MAP_NO_BLOCKS) | (0 if af else S2PT_MAP_NO_AF)
+        cdef int rc = s2pt_map(&self.pt, i, p, n, _u32(prot, "prot"), _u32(memattr, "memattr"),
+                               flags)
+        if rc:
+            self._fail(rc, i, n, p, prot, memattr)
+
+    def unmap(self, ipa, size):
+        """Unmap exactly ``[ipa, ipa + size)``; returns the bytes that were mapped and now are
+        not. A block covered in part is split so the rest stays mapped (this can need pages);
+        every table left empty is freed at once, upward."""
+        cdef uint64_t i = _u64(ipa, "ipa"), n = _u64(size, "size"), unmapped = 0
+        cdef int rc = s2pt_unmap(&self.pt, i, n, &unmapped)
+        if rc:
+            self._fail(rc, i, n)
+        return unmapped
+
+    def protect(self, ipa, size, prot):
+        """Set the permissions of every mapped leaf in ``[ipa, ipa + size)``; holes stay
+        holes, a block covered in part whose permissions change is split first."""
+        cdef uint64_t i = _u64(ipa, "ipa"), n = _u64(size, "size")
+        cdef int rc = s2pt_protect(&self.pt, i, n, _u32(prot, "prot"))
+        if rc:
+            self._fail(rc, i, n, None, prot)
+
+    cdef int _fail(self, int rc, uint64_t ipa, uint64_t size, object pa=None, object prot=None,
+                   object memattr=None) except -1:
+        gran = 1 << self.pt.cfg.granule_shift
+        if rc == S2PT_EALIGN:
+            what = f"ipa={ipa:#x}, size={size:#x}" + ("" if pa is None else f", pa={pa:#x}")
+            detail = f"{what} must be multiples of the {gran}-byte granule"
+        elif rc == S2PT_ERANGE:
+            detail = (f"[{ipa:#x}, {ipa:#x}+{size:#x}) must lie within the "
+                      f"{self.pt.cfg.ipa_bits}-bit IPA space")
+            if pa is not None:
+                detail += f" and [{pa:#x}, +{size:#x}) within the {self.pt.cfg.pa_bits}-bit PA space"
+        elif rc == S2PT_EINVAL:
+            detail = (f"prot={prot!r}, memattr={memattr!r}: prot is a Prot (PX and UX together, "
+                      f"no other bits), memattr a defined MemAttr, no execute on Device memory")
+        elif rc == S2PT_ENOMEM:
+            detail = f"the pool has {self.pool.free} free page(s), not enough for this change"
+        else:
+            detail = None
+        return _raise(rc, detail)
+
+    # -- queries ----------------------------------------------------------------------------
+    def translate(self, ipa, access=Access.READ):
+        """The architectural stage-2 translation of ``ipa`` for ``access``.
+
+        Returns a :class:`Translation`; raises :class:`Stage2Fault` with the kind, level and
+        ESR fault status code hardware would report: translation (at the level the walk
+        stopped; level 0 above the IPA size), then access flag, then permission (leaf level).
+        """
+        cdef s2pt_translation t
+        cdef s2pt_fault f
+        cdef uint64_t i = _u64(ipa, "ipa")
+        cdef int rc = s2pt_translate(&self.pt, i, _u32(access, "access"), &t, &f)
+        if rc == 0:
+            return Translation(t.pa, t.level, t.size, _PROT[t.prot], _MEMATTR[t.memattr],
+                               bool(t.af), t.pte)
+        if rc == S2PT_EFAULT:
+            raise Stage2Fault(f.kind, f.level, f.fsc, f.ipa)
+        if rc == S2PT_EINVAL:
+            raise InvalidArgumentError(f"access={access!r} must be an Access")
+        _raise(rc)
+
+    def lookup(self, ipa):
+        """The leaf translating ``ipa`` (no access-flag or permission check), or None."""
+        cdef s2pt_translation t
+        cdef s2pt_fault f
+        cdef int rc = s2pt_lookup(&self.pt, _u64(ipa, "ipa"), &t, &f)
+        if rc == 0:
+            return Translation(t.pa, t.level, t.size, _PROT[t.prot], _MEMATTR[t.memattr],
+                               bool(t.af), t.pte)
+        if rc == S2PT_EFAULT:
+            return None
+        _raise(rc)
+
+    def translate_many(self, ipas, access=Access.READ):
+        """Translate every IPA of a 1-D uint64 array in one C loop.
+
+        Returns ``(pa, fsc)``: uint64 output addresses (0 where it faulted) and uint8 fault
+        status codes (``FSC_NONE`` where it did not). A numpy input must already be a
+        C-contiguous uint64 array (no silent casts); sequences of ints are converted.
+        """
+        cdef const uint64_t[::1] src = _ipa_array(ipas)
+        cdef uint32_t acc = _u32(access, "access")
+        cdef Py_ssize_t n = src.shape[0]
+        self._live()
+        pa = np.empty(n, dtype=np.uint64)
+        fsc = np.empty(n, dtype=np.uint8)
+        cdef uint64_t[::1] pa_v = pa
+        cdef uint8_t[::1] fsc_v = fsc
+        cdef int64_t rc
+        if n == 0:
+            if acc > 2:
+                raise InvalidArgumentError(f"access={access!r} must be an Access")
+            return pa, fsc
+        rc = s2pt_translate_many(&self.pt, &src[0], n, acc, &pa_v[0], &fsc_v[0])
+        if rc < 0:
+            if rc == S2PT_EINVAL:
+                raise InvalidArgumentError(f"access={access!r} must be an Access")
+            _raise(<int>rc)
+        return pa, fsc
+
+    def walk(self, ipa):
+        """Every descriptor the walk of ``ipa`` reads, root first, as :class:`WalkStep`."""
+        cdef s2pt_walk_step steps[4]
+        cdef uint32_t n = 0, k
+        cdef int rc = s2pt_walk_path(&self.pt, _u64(ipa, "ipa"), steps, &n)
+        if rc:
+            _raise(rc)
+        return [WalkStep(steps[k].level, steps[k].table_pa, steps[k].index, steps[k].desc_pa,
+                         steps[k].desc) for k in range(n)]
+
+    def mappings(self, ipa=0, size=None):
+        """Iterate over the valid leaves intersecting ``[ipa, ipa + size)`` in IPA order, one
+        :class:`Mapping` per leaf (whole leaves, even where they extend past the range).
+        ``size=None`` means up to the top of the IPA space."""
+        cdef uint64_t start = _u64(ipa, "ipa"), n
+        self._live()
+        if size is None:
+            n = ((<uint64_t>1) << self.pt.cfg.ipa_bits) - start if start < ((<uint64_t>1) << self.pt.cfg.ipa_bits) else 0
+        else:
+            n = _u64(size, "size")
+        cdef uint64_t end = start + n
+        # The first chunk is read now, so bad arguments raise here rather than on iteration.
+        chunk, next_ipa = self._leaf_chunk(start, end)
+        return self._iter_mappings(chunk, next_ipa, end)
+
+    def _iter_mappings(self, list chunk, uint64_t start, uint64_t end):
+        yield from chunk
+        while start < end:
+            chunk, start = self._leaf_chunk(start, end)
+            yield from chunk
+
+    cdef tuple _leaf_chunk(self, uint64_t start, uint64_t end):
+        cdef s2pt_leaf out[256]
+        cdef size_t n = 0, k
+        cdef uint64_t next_ipa = end
+        cdef int rc = s2pt_leaves(&self.pt, start, end - start, out, 256, &n, &next_ipa)
+        if rc:
+            self._fail(rc, start, end - start)
+        chunk = [Mapping(out[k].ipa, out[k].pa, out[k].size, out[k].level, _PROT[out[k].prot],
+                         _MEMATTR[out[k].memattr], bool(out[k].af)) for k in range(n)]
+        return chunk, next_ipa
+
+    def stats(self):
+        """Shape of the tables: ``table_pages`` (roots included), ``table_pages_by_level``,
+        ``leaves_by_level`` (valid leaves) and ``mapped_bytes``."""
+        cdef s2pt_stats_t st
+        cdef int rc = s2pt_stats(&self.pt, &st)
+        cdef int level
+        if rc:
+            _raise(rc)
+        levels = range(self.pt.cfg.start_level, 4)
+        return {
+            "table_pages": st.table_pages,
+            "table_pages_by_level": {level: st.table_pages_by_level[level] for level in levels},
+            "leaves_by_level": {level: st.leaves_by_level[level] for level in levels},
+            "mapped_bytes": st.mapped_bytes,
+            "pool_used": self.pool.pool.used,
+            "pool_free": self.pool.pool.capacity - self.pool.pool.used,
+        }
+
+    def check(self):
+        """Verify every invariant (counts, reachability, ownership, descriptor sanity, the
+        pool's free list); raises :class:`InvariantError` describing the first violation."""
+        cdef char msg[256]
+        cdef int rc = s2pt_check(&self.pt, msg, sizeof(msg))
+        if rc == S2PT_EINVARIANT:
+            raise InvariantError(msg.decode())
+        if rc:
+            _raise(rc)
+
+    def tlbi_log(self, clear=True):
+        """TLB invalidations the changes so far require, in order, as a numpy structured array
+        (``kind``: TLBI_IPA / TLBI_RANGE / TLBI_VMID, ``level``: leaf level hint or
+        TLBI_LEVEL_UNKNOWN, ``ipa``, ``size``). When more happened than the log holds, it holds
+        one TLBI_VMID event instead. ``clear`` empties the log."""
+        cdef uint32_t k
+        out = np.zeros(self.log.count, dtype=TLBI_DTYPE)
+        for k in range(self.log.count):
+            out[k] = (self.events[k].kind, self.events[k].level, self.events[k].ipa,
+                      self.events[k].size)
+        if clear:
+            self.log.count = 0
+            self.log.overflowed = 0
+        return out
+
+    def destroy(self):
+        """Free every table page (roots included) back to the pool. Further use of this VM
+        raises DestroyedError; destroying twice is harmless."""
+        if not self.pt.destroyed:
+            s2pt_pgtable_destroy(&self.pt)
+
+    def __enter__(self):
+        self._live()
+        return self
+
+    def __exit__(self, *exc):
+        self.destroy()
+        return False
+
+    def __repr__(self):
+        state = "destroyed" if self.pt.destroyed else f"{self.pt.table_pages} table pages"
+        return (f"Stage2(ipa_bits={self.ipa_bits}, granule={self.granule}, "
+                f"pa_bits={self.pa_bits}, vmid={self.vmid}, {state})")

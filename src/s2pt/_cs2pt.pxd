@@ -1,0 +1,164 @@
+# Declarations of the C core's public API (csrc/include/s2pt/s2pt.h), mirrored 1:1.
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+
+
+cdef extern from "s2pt/s2pt.h" nogil:
+    enum:
+        S2PT_OK
+        S2PT_EINVAL
+        S2PT_EALIGN
+        S2PT_ERANGE
+        S2PT_ENOMEM
+        S2PT_ECONFIG
+        S2PT_EFAULT
+        S2PT_EINVARIANT
+        S2PT_EDESTROYED
+        S2PT_EBUSY
+        S2PT_E__COUNT
+
+    const char *s2pt_strerror(int err)
+
+    enum:
+        S2PT_PROT_R
+        S2PT_PROT_W
+        S2PT_PROT_PX
+        S2PT_PROT_UX
+        S2PT_PROT_X
+        S2PT_FSC_NONE
+        S2PT_MAX_LEVELS
+        S2PT_CONFIG_LPA2
+        S2PT_MAP_NO_BLOCKS
+        S2PT_MAP_NO_AF
+        S2PT_TLBI_IPA
+        S2PT_TLBI_RANGE
+        S2PT_TLBI_VMID
+        S2PT_TLBI_LEVEL_UNKNOWN
+
+    struct s2pt_fault:
+        uint32_t kind
+        int32_t level
+        uint32_t fsc
+        uint64_t ipa
+
+    struct s2pt_translation:
+        uint64_t pa
+        uint64_t size
+        int32_t level
+        uint32_t prot
+        uint32_t memattr
+        uint32_t af
+        uint64_t pte
+
+    struct s2pt_config:
+        uint32_t ipa_bits
+        uint32_t pa_bits
+        uint32_t granule_shift
+        uint32_t stride
+        uint32_t levels
+        int32_t start_level
+        uint32_t root_tables
+        uint64_t root_entries
+        int32_t min_block_level
+        uint32_t t0sz
+        uint32_t sl0
+        uint32_t vmid
+        uint32_t flags
+        uint64_t vtcr
+
+    int s2pt_config_init(s2pt_config *cfg, uint32_t ipa_bits, uint32_t granule,
+                         uint32_t pa_bits, uint32_t vmid, uint32_t flags)
+    int s2pt_config_from_vtcr(s2pt_config *cfg, uint64_t vtcr, uint32_t vmid)
+    uint32_t s2pt_level_shift(const s2pt_config *cfg, int level)
+
+    struct s2pt_pool:
+        uint8_t *mem
+        uint64_t base_pa
+        uint32_t granule_shift
+        uint32_t capacity
+        uint32_t used
+        uint32_t hiwater
+        uint32_t nfree
+        uint32_t *refcount
+        uint32_t *owner
+        uint32_t *free_stack
+        uint32_t next_owner
+        uint32_t live_tables
+
+    size_t s2pt_pool_meta_bytes(uint32_t pages)
+    int s2pt_pool_init(s2pt_pool *pool, void *mem, uint32_t pages, void *meta,
+                       uint64_t base_pa, uint32_t granule)
+    uint32_t s2pt_pool_free_pages(const s2pt_pool *pool)
+    int s2pt_pool_refcount(const s2pt_pool *pool, uint64_t pa, uint32_t *count)
+    void *s2pt_mem_alloc(size_t bytes)
+    void s2pt_mem_free(void *mem, size_t bytes)
+
+    struct s2pt_tlbi:
+        uint64_t ipa
+        uint64_t size
+        int32_t kind
+        int32_t level
+
+    struct s2pt_tlbi_log:
+        s2pt_tlbi *events
+        uint32_t capacity
+        uint32_t count
+        uint32_t overflowed
+
+    struct s2pt_pgtable:
+        s2pt_config cfg
+        s2pt_pool *pool
+        uint64_t *root
+        uint64_t root_pa
+        uint32_t root_index
+        uint32_t owner
+        uint32_t table_pages
+        uint32_t allocs
+        s2pt_tlbi_log *tlbi
+        int destroyed
+
+    int s2pt_pgtable_init(s2pt_pgtable *pt, const s2pt_config *cfg, s2pt_pool *pool)
+    void s2pt_pgtable_destroy(s2pt_pgtable *pt)
+    uint64_t s2pt_vttbr(const s2pt_pgtable *pt)
+
+    int s2pt_map(s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
+                 uint32_t prot, uint32_t memattr, uint32_t flags)
+    int s2pt_unmap(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *unmapped)
+    int s2pt_protect(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t prot)
+    int s2pt_translate(const s2pt_pgtable *pt, uint64_t ipa, uint32_t access,
+                       s2pt_translation *out, s2pt_fault *fault)
+    int s2pt_lookup(const s2pt_pgtable *pt, uint64_t ipa, s2pt_translation *out,
+                    s2pt_fault *fault)
+    int64_t s2pt_translate_many(const s2pt_pgtable *pt, const uint64_t *ipas, size_t n,
+                                uint32_t access, uint64_t *pa_out, uint8_t *fsc_out)
+
+    struct s2pt_walk_step:
+        int32_t level
+        uint32_t index
+        uint64_t table_pa
+        uint64_t desc_pa
+        uint64_t desc
+
+    int s2pt_walk_path(const s2pt_pgtable *pt, uint64_t ipa, s2pt_walk_step *steps,
+                       uint32_t *nsteps)
+
+    struct s2pt_leaf:
+        uint64_t ipa
+        uint64_t pa
+        uint64_t size
+        uint64_t pte
+        int32_t level
+        uint32_t prot
+        uint32_t memattr
+        uint32_t af
+
+    int s2pt_leaves(const s2pt_pgtable *pt, uint64_t ipa, uint64_t size, s2pt_leaf *out,
+                    size_t cap, size_t *n, uint64_t *next_ipa)
+
+    struct s2pt_stats_t "s2pt_stats":
+        uint64_t table_pages
+        uint64_t table_pages_by_level[4]
+        uint64_t leaves_by_level[4]
+        uint64_t mapped_bytes
+
+    int s2pt_stats(const s2pt_pgtable *pt, s2pt_stats_t *out)
+    int s2pt_check(const s2pt_pgtable *pt, char *msg, size_t msg_len)

@@ -1,0 +1,113 @@
+"""Enums and result records of the public API (plain Python; the C core uses the same values)."""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+__all__ = [
+    "Prot",
+    "Access",
+    "MemAttr",
+    "FaultKind",
+    "FSC_NONE",
+    "Translation",
+    "WalkStep",
+    "Mapping",
+]
+
+#: ``fsc[i]`` value in :meth:`Stage2.translate_many` for an IPA that did not fault (not a valid
+#: 6-bit fault status code).
+FSC_NONE = 0xFF
+
+
+class Prot(enum.IntFlag):
+    """Stage-2 permissions. ``R``/``W`` are S2AP[0]/S2AP[1]; ``X`` clears XN.
+
+    ``PX`` (EL1 execute) and ``UX`` (EL0 execute) are separate only with FEAT_XNX, which is not
+    modelled yet, so they must be given together (``X``).
+    """
+
+    NONE = 0
+    R = 0x1
+    W = 0x2
+    PX = 0x4
+    UX = 0x8
+    X = PX | UX
+    RW = R | W
+    RX = R | X
+    WX = W | X
+    RWX = R | W | X
+
+
+class Access(enum.IntEnum):
+    """The kind of access a translation is checked for."""
+
+    READ = 0
+    WRITE = 1
+    EXEC = 2
+
+
+class MemAttr(enum.IntEnum):
+    """Stage-2 MemAttr[3:0] encodings without FWB (HCR_EL2.FWB == 0)."""
+
+    DEVICE_nGnRnE = 0x0
+    DEVICE_nGnRE = 0x1
+    DEVICE_nGRE = 0x2
+    DEVICE_GRE = 0x3
+    NORMAL_NC = 0x5
+    NORMAL_WT = 0xA
+    NORMAL = 0xF
+
+    @property
+    def is_device(self) -> bool:
+        """Device memory: MemAttr[3:2] == 0b00."""
+        return self.value & 0xC == 0
+
+
+class FaultKind(enum.IntEnum):
+    """Stage-2 fault kinds; the ESR fault status code is ``(base << 2) | level``."""
+
+    TRANSLATION = 1
+    ACCESS_FLAG = 2
+    PERMISSION = 3
+    ADDRESS_SIZE = 4
+
+    def fsc(self, level: int) -> int:
+        """The ESR_ELx DFSC/IFSC for this kind at ``level`` (0..3)."""
+        base = {1: 0b000100, 2: 0b001000, 3: 0b001100, 4: 0b000000}[self.value]
+        return base | (level & 3)
+
+
+class Translation(NamedTuple):
+    """A successful stage-2 translation."""
+
+    pa: int  #: output address of the IPA
+    level: int  #: level of the leaf descriptor
+    size: int  #: bytes mapped by the leaf (page or block size)
+    prot: Prot  #: permissions decoded from the leaf
+    memattr: MemAttr  #: MemAttr[3:0] of the leaf
+    af: bool = True  #: the leaf's access flag
+    pte: int = 0  #: the raw leaf descriptor
+
+
+class WalkStep(NamedTuple):
+    """One descriptor read by a walk."""
+
+    level: int
+    table_pa: int  #: PA of the table the descriptor is in (the root's base at the start level)
+    index: int  #: index in that table (in the concatenated root at the start level)
+    desc_pa: int  #: PA of the descriptor
+    desc: int  #: raw descriptor value
+
+
+class Mapping(NamedTuple):
+    """One valid leaf."""
+
+    ipa: int
+    pa: int
+    size: int
+    level: int
+    prot: Prot
+    memattr: MemAttr
+    af: bool = True
