@@ -1,5 +1,6 @@
 # The Cython layer: converts arguments, calls the C core, turns its codes into exceptions.
 # No page-table logic lives here.
+cimport cython
 from cpython.buffer cimport PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -341,6 +342,8 @@ cdef class PagePool:
 
 # ---- the VM's tables ----------------------------------------------------------------------
 
+# Never clear `pool` before __dealloc__ returns the VM's pages to it (GC of a reference cycle).
+@cython.no_gc_clear
 cdef class Stage2:
     """One VM's stage-2 translation tables (IPA -> PA), in a :class:`PagePool`.
 

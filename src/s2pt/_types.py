@@ -90,6 +90,10 @@ class Translation(NamedTuple):
     af: bool = True  #: the leaf's access flag
     pte: int = 0  #: the raw leaf descriptor
 
+    def __repr__(self) -> str:
+        return (f"Translation(pa={self.pa:#x}, level={self.level}, size={self.size:#x}, "
+                f"prot={self.prot!r}, memattr={self.memattr!r}, af={self.af}, pte={self.pte:#x})")
+
 
 class WalkStep(NamedTuple):
     """One descriptor read by a walk."""
@@ -99,6 +103,10 @@ class WalkStep(NamedTuple):
     index: int  #: index in that table (in the concatenated root at the start level)
     desc_pa: int  #: PA of the descriptor
     desc: int  #: raw descriptor value
+
+    def __repr__(self) -> str:
+        return (f"WalkStep(level={self.level}, table_pa={self.table_pa:#x}, index={self.index}, "
+                f"desc_pa={self.desc_pa:#x}, desc={self.desc:#x})")
 
 
 class Mapping(NamedTuple):
@@ -111,3 +119,7 @@ class Mapping(NamedTuple):
     prot: Prot
     memattr: MemAttr
     af: bool = True
+
+    def __repr__(self) -> str:
+        return (f"Mapping(ipa={self.ipa:#x}, pa={self.pa:#x}, size={self.size:#x}, "
+                f"level={self.level}, prot={self.prot!r}, memattr={self.memattr!r}, af={self.af})")

@@ -1,2 +1,191 @@
-def main(argv=None):
-    raise SystemExit("s2pt: CLI not written yet")
+"""The ``s2pt`` command: ``s2pt geometry`` and ``s2pt demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import Access, ConfigError, MemAttr, Prot, Stage2, Stage2Config, Stage2Fault
+from ._core import TLBI_IPA, TLBI_RANGE, TLBI_VMID, TLBI_LEVEL_UNKNOWN
+
+GiB, MiB, KiB = 1 << 30, 1 << 20, 1 << 10
+
+
+def _size(n: int) -> str:
+    """2 MiB, or 1 GiB + 12 KiB for sizes that are not one unit."""
+    parts = []
+    for unit, name in ((1 << 40, "TiB"), (GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB"), (1, "B")):
+        if n >= unit:
+            parts.append(f"{n // unit} {name}")
+            n %= unit
+    return " + ".join(parts) or "0 B"
+
+
+def _prot(prot: Prot) -> str:
+    names = [name for name, bit in (("R", Prot.R), ("W", Prot.W), ("X", Prot.X)) if prot & bit]
+    return "".join(names) or "none"
+
+
+def geometry(args: argparse.Namespace) -> int:
+    """Print the stage-2 geometry for one configuration, or for every IPA size of a granule."""
+    sizes = [args.ipa_bits] if args.ipa_bits else range(32, 49)
+    if args.vtcr is not None:
+        configs = [Stage2Config.from_vtcr(args.vtcr, vmid=args.vmid)]
+    else:
+        configs = []
+        for ipa_bits in sizes:
+            try:
+                configs.append(Stage2Config(ipa_bits, args.granule, args.pa_bits, args.vmid))
+            except ConfigError as exc:
+                if args.ipa_bits:
+                    raise
+                print(f"# ipa_bits={ipa_bits}: {exc}", file=sys.stderr)
+    header = (f"{'granule':>7} {'ipa':>3} {'pa':>3} {'levels':>6} {'start':>5} {'root':>4} "
+              f"{'entries':>7} {'root size':>9} {'t0sz':>4} {'sl0':>3} {'vtcr':>12}  blocks")
+    print(header)
+    print("-" * len(header))
+    for c in configs:
+        blocks = ", ".join(f"L{lv} {_size(c.level_size(lv))}"
+                           for lv in range(max(c.min_block_level, c.start_level), 3))
+        print(f"{_size(c.granule):>7} {c.ipa_bits:>3} {c.pa_bits:>3} {c.levels:>6} "
+              f"{c.start_level:>5} {c.root_tables:>4} {c.root_entries:>7} "
+              f"{_size(c.root_size):>9} {c.t0sz:>4} {c.sl0:>3} {c.vtcr:#12x}  "
+              f"{blocks or '-'}")
+    print("\nroot = concatenated tables at the start level (KVM never adds a level instead); "
+          "the root is aligned to its size.")
+    return 0
+
+
+def _tlbi_text(ev) -> str:
+    kind, level, ipa, size = int(ev["kind"]), int(ev["level"]), int(ev["ipa"]), int(ev["size"])
+    if kind == TLBI_VMID:
+        return "TLBI VMALLS12E1 (whole VMID)"
+    hint = "level ?" if level == TLBI_LEVEL_UNKNOWN else f"level {level}"
+    if kind == TLBI_RANGE:
+        return f"TLBI range {ipa:#x} + {_size(size)}"
+    assert kind == TLBI_IPA
+    return f"TLBI IPAS2E1 {ipa:#x} ({hint}, {_size(size)})"
+
+
+def demo(args: argparse.Namespace) -> int:
+    """A VM with a realistic guest layout, its walks, its faults and its table pages."""
+    out = print
+    g = args.granule
+    pt = Stage2(ipa_bits=40, granule=g, pa_bits=48, vmid=7)
+
+    def counts(label: str) -> None:
+        st = pt.stats()
+        by_level = ", ".join(f"L{lv}: {n}" for lv, n in st["table_pages_by_level"].items())
+        leaves = ", ".join(f"L{lv}: {n}" for lv, n in st["leaves_by_level"].items() if n)
+        out(f"  [{label}] table pages {st['table_pages']} ({by_level}); leaves {leaves or '-'}; "
+            f"mapped {_size(st['mapped_bytes']) if st['mapped_bytes'] else '0'}; "
+            f"pool {pt.pool.used} used")
+
+    out(f"VM: 40-bit IPA, {_size(g)} granule, 48-bit PA, VMID 7 -> {pt.levels} levels from "
+        f"level {pt.start_level}, {pt.root_tables} concatenated root table(s)")
+    out(f"  VTCR_EL2 = {pt.vtcr:#x}   VTTBR_EL2 = {pt.vttbr:#x}")
+    counts("empty")
+
+    block = Stage2Config(40, g).level_size(2)  # the level-2 block: 2 MiB / 32 MiB / 512 MiB
+    layout = [
+        # (name, ipa, pa, size, prot, memattr, af)
+        ("flash (read-only, executable)", 0x0, 0x10_0000_0000, 2 * MiB, Prot.RX,
+         MemAttr.NORMAL, True),
+        ("UART (device)", 0x0900_0000, 0x0900_0000, g, Prot.RW, MemAttr.DEVICE_nGnRE, True),
+        ("RAM bank 0", 0x4000_0000, 0x20_0000_0000, 2 * block + 3 * g, Prot.RWX,
+         MemAttr.NORMAL, True),
+        ("RAM bank 1 (not yet accessed)", 0x1_0000_0000, 0x30_0000_0000, 4 * g, Prot.RW,
+         MemAttr.NORMAL, False),
+    ]
+    out("\nGuest layout (0x0a00_0000 is a hole; the largest aligned leaf wins):")
+    for name, ipa, pa, size, prot, memattr, af in layout:
+        pt.map(ipa, pa, size, prot, memattr, af=af)
+        out(f"  map {ipa:#014x} -> {pa:#014x}  {_size(size):>15}  {_prot(prot):<4} "
+            f"{memattr.name:<13} {name}")
+    counts("mapped")
+    pt.tlbi_log()  # a fresh VM has nothing cached: start the log here
+
+    out("\nTranslations (each walk step: level, table PA[index] = descriptor):")
+    probes = [
+        (0x4000_0000 + 5 * g + 0x123, Access.READ),
+        (0x4000_0000 + 2 * block + g + 0x8, Access.EXEC),
+        (0x0900_0000 + 0x18, Access.WRITE),
+        (0x0000_1000, Access.EXEC),
+    ]
+    for ipa, access in probes:
+        t = pt.translate(ipa, access)
+        out(f"  {access.name.lower():>5} {ipa:#014x} -> PA {t.pa:#014x}  level {t.level} "
+            f"{_size(t.size)} leaf, {_prot(t.prot)}, {t.memattr.name}")
+        for s in pt.walk(ipa):
+            kind = ("table" if s.desc & 3 == 3 and s.level < 3 else
+                    "page" if s.desc & 3 == 3 else "block" if s.desc & 1 else "invalid")
+            out(f"        L{s.level}: {s.table_pa:#x}[{s.index}] @ {s.desc_pa:#x} = "
+                f"{s.desc:#018x} ({kind})")
+
+    out("\nFaults (what ESR_EL2 would say):")
+    faulting = [
+        (0x0000_2000, Access.WRITE, "write to flash"),
+        (0x0A00_0000, Access.READ, "read from the hole"),
+        (0x1_0000_0000, Access.READ, "first touch of RAM bank 1 (AF clear)"),
+        (0x0900_0000, Access.EXEC, "execute from the UART"),
+        (1 << 40, Access.READ, "IPA beyond the 40-bit IPA space"),
+    ]
+    for ipa, access, why in faulting:
+        try:
+            pt.translate(ipa, access)
+        except Stage2Fault as f:
+            out(f"  {access.name.lower():>5} {ipa:#014x}: {f.kind.name.lower():<12} fault, "
+                f"level {f.level}, FSC {f.fsc:#04x}   ({why})")
+        else:  # pragma: no cover - the layout above guarantees a fault
+            raise AssertionError(f"{why}: no fault")
+
+    out("\nUnmap one page in the middle of a block (the rest of the block stays mapped):")
+    before = pt.table_pages
+    pt.unmap(0x4000_0000 + g, g)
+    t = pt.translate(0x4000_0000 + 2 * g)
+    out(f"  table pages {before} -> {pt.table_pages}; {0x4000_0000 + 2 * g:#x} still maps to "
+        f"{t.pa:#x} (level {t.level})")
+    out("\nUnmap RAM bank 0 entirely: every emptied table is freed at once:")
+    before = pt.table_pages
+    n = pt.unmap(0x4000_0000, 2 * block + 3 * g)
+    out(f"  {_size(n)} unmapped; table pages {before} -> {pt.table_pages}")
+    counts("after unmap")
+    events = pt.tlbi_log()
+    out(f"\nTLB invalidations those unmaps require ({len(events)}):")
+    for ev in events[:8]:
+        out(f"  {_tlbi_text(ev)}")
+    if len(events) > 8:
+        out(f"  ... {len(events) - 8} more")
+    pt.check()
+    out("\ncheck(): every refcount, table and descriptor is consistent.")
+    pt.destroy()
+    out(f"destroy(): pool back to {pt.pool.used} used pages.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="s2pt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("geometry", help="levels / start level / concatenation / VTCR per IPA size")
+    p.add_argument("--granule", type=int, default=4096, choices=(4096, 16384, 65536))
+    p.add_argument("--ipa-bits", type=int, default=None, help="one IPA size (default: 32..48)")
+    p.add_argument("--pa-bits", type=int, default=48)
+    p.add_argument("--vmid", type=int, default=1)
+    p.add_argument("--vtcr", type=lambda s: int(s, 0), default=None,
+                   help="decode and validate a VTCR_EL2 value instead")
+    p.set_defaults(func=geometry)
+
+    p = sub.add_parser("demo", help="a VM with a guest layout: walks, faults, unmaps")
+    p.add_argument("--granule", type=int, default=4096, choices=(4096, 16384, 65536))
+    p.set_defaults(func=demo)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        parser.exit(2, f"s2pt: {exc}\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
