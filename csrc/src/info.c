@@ -171,6 +171,10 @@ static int check_table(struct checker *c, uint32_t index, uint64_t nentries, int
 				return ret;
 			continue;
 		}
+		/* At the last level 0b01 is reserved: hardware treats it as invalid. */
+		if (level == 3 && (pte & S2PT_PTE_TYPE_MASK) != S2PT_PTE_TYPE_PAGE)
+			return fail(c, "level-3 entry %#llx uses the reserved type 0b01",
+				    (unsigned long long)pte);
 		if (level < 3 && level < cfg->min_block_level)
 			return fail(c, "block %#llx at level %d where blocks are not allowed",
 				    (unsigned long long)pte, level);
