@@ -399,3 +399,48 @@ int s2pt_protect(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t 
 	S2PT_ASSERT(ret == 0 && pt->allocs == need);
 	return ret;
 }
+
+struct af_args {
+	int af;
+	uint64_t young;
+};
+
+static int af_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
+{
+	struct af_args *a = ctx->arg;
+	uint64_t pte = ctx->old;
+
+	(void)visit;
+	if (!s2pt_pte_valid(pte))
+		return 0;
+	if (pte & S2PT_PTE_AF)
+		a->young++;
+	if (a->af) {
+		/* An entry with AF = 0 cannot be held in a TLB: setting it needs no invalidation. */
+		*ctx->ptep = pte | S2PT_PTE_AF;
+	} else if (pte & S2PT_PTE_AF) {
+		*ctx->ptep = pte & ~S2PT_PTE_AF;
+		s2pt__tlbi(ctx->pt, S2PT_TLBI_IPA, ctx->addr, s2pt__span(&ctx->pt->cfg, ctx->level),
+			   ctx->level);
+	}
+	return 0;
+}
+
+int s2pt_set_af(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, int af, uint64_t *young)
+{
+	struct af_args a = {.af = af};
+	const struct s2pt_walker w = {.cb = af_cb, .arg = &a, .flags = S2PT_WALK_LEAF};
+	int ret;
+
+	if (young)
+		*young = 0;
+	if (pt->destroyed)
+		return S2PT_EDESTROYED;
+	ret = s2pt__check_range(pt, ipa, size);
+	if (ret)
+		return ret;
+	ret = s2pt_walk(pt, ipa, size, &w);
+	if (young)
+		*young = a.young;
+	return ret;
+}

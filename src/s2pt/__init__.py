@@ -23,6 +23,7 @@ from ._types import FSC_NONE, Access, FaultKind, Mapping, MemAttr, Prot, Transla
 from ._version import __version__
 from .errors import (
     AlignmentError,
+    ArgumentTypeError,
     ArrayError,
     ConfigError,
     DestroyedError,
@@ -57,6 +58,7 @@ __all__ = [
     "DEFAULT_POOL_BYTES",
     "S2ptError",
     "InvalidArgumentError",
+    "ArgumentTypeError",
     "ArrayError",
     "AlignmentError",
     "RangeError",

@@ -8,11 +8,14 @@ from libc.string cimport memset
 
 from s2pt._cs2pt cimport *
 
+from operator import index as _index
+
 import numpy as np
 
 from ._types import FSC_NONE, Access, FaultKind, Mapping, MemAttr, Prot, Translation, WalkStep
 from .errors import (
     AlignmentError,
+    ArgumentTypeError,
     ArrayError,
     ConfigError,
     DestroyedError,
@@ -49,8 +52,20 @@ cdef int _raise(int rc, str detail=None) except -1:
     raise cls(f"{msg}: {detail}" if detail else msg)
 
 
+cdef inline object _int(object value, str name):
+    """``value`` as a Python int; floats, strings and bools-as-text are refused, never truncated."""
+    if type(value) is int:
+        return value
+    try:
+        return _index(value)
+    except TypeError:
+        raise ArgumentTypeError(
+            f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+
+
 cdef inline uint64_t _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
     """A Python int as uint64: negative or too large is a RangeError, not an OverflowError."""
+    value = _int(value, name)
     try:
         return <uint64_t>value
     except OverflowError:
@@ -58,6 +73,7 @@ cdef inline uint64_t _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
 
 
 cdef inline uint32_t _u32(object value, str name) except? 0xFFFFFFFF:
+    value = _int(value, name)
     try:
         return <uint32_t>value
     except OverflowError:
@@ -74,12 +90,16 @@ cdef const uint64_t[::1] _ipa_array(object ipas) except *:
         if not ipas.flags.c_contiguous:
             raise ArrayError("ipas must be C-contiguous (use np.ascontiguousarray)")
         return ipas
+    # A sequence: every element must be an integer in 0 .. 2**64-1. np.asarray(dtype=uint64)
+    # alone would truncate 4096.5 and parse "4096", so the elements are checked first.
     try:
-        arr = np.asarray(ipas, dtype=np.uint64)
-    except (OverflowError, ValueError, TypeError) as exc:
-        raise ArrayError(f"ipas must be a sequence of integers in 0 .. 2**64-1: {exc}") from None
-    if arr.ndim != 1:
-        raise ArrayError(f"ipas must be 1-D, got {arr.ndim} dimensions")
+        values = [_index(x) for x in ipas]
+    except TypeError as exc:
+        raise ArrayError(f"ipas must be a 1-D sequence of integers in 0 .. 2**64-1: {exc}") from None
+    try:
+        arr = np.array(values, dtype=np.uint64)
+    except OverflowError:
+        raise ArrayError("ipas must be integers in 0 .. 2**64-1") from None
     return arr
 
 
@@ -492,6 +512,18 @@ cdef class Stage2:
         if rc:
             self._fail(rc, i, n, None, prot)
 
+    def set_access_flag(self, ipa, size, af=True):
+        """Set (or with ``af=False`` clear) the access flag of every valid leaf that intersects
+        ``[ipa, ipa + size)``, in place: whole leaves, never a split (KVM's mkyoung and
+        test_clear_young). Returns how many of those leaves had the flag set before. Clearing
+        it logs an IPA invalidation per leaf that had it; setting it logs none (an entry with
+        AF clear is never held in a TLB)."""
+        cdef uint64_t i = _u64(ipa, "ipa"), n = _u64(size, "size"), young = 0
+        cdef int rc = s2pt_set_af(&self.pt, i, n, 1 if af else 0, &young)
+        if rc:
+            self._fail(rc, i, n)
+        return young
+
     cdef int _fail(self, int rc, uint64_t ipa, uint64_t size, object pa=None, object prot=None,
                    object memattr=None) except -1:
         gran = 1 << self.pt.cfg.granule_shift
@@ -587,9 +619,10 @@ cdef class Stage2:
         :class:`Mapping` per leaf (whole leaves, even where they extend past the range).
         ``size=None`` means up to the top of the IPA space."""
         cdef uint64_t start = _u64(ipa, "ipa"), n
+        cdef uint64_t top = (<uint64_t>1) << self.pt.cfg.ipa_bits
         self._live()
         if size is None:
-            n = ((<uint64_t>1) << self.pt.cfg.ipa_bits) - start if start < ((<uint64_t>1) << self.pt.cfg.ipa_bits) else 0
+            n = top - start if start < top else 0
         else:
             n = _u64(size, "size")
         cdef uint64_t end = start + n

@@ -124,6 +124,7 @@ cdef extern from "s2pt/s2pt.h" nogil:
                  uint32_t prot, uint32_t memattr, uint32_t flags)
     int s2pt_unmap(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *unmapped)
     int s2pt_protect(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t prot)
+    int s2pt_set_af(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, int af, uint64_t *young)
     int s2pt_translate(const s2pt_pgtable *pt, uint64_t ipa, uint32_t access,
                        s2pt_translation *out, s2pt_fault *fault)
     int s2pt_lookup(const s2pt_pgtable *pt, uint64_t ipa, s2pt_translation *out,

@@ -7,6 +7,7 @@ from ._types import FaultKind
 __all__ = [
     "S2ptError",
     "InvalidArgumentError",
+    "ArgumentTypeError",
     "ArrayError",
     "AlignmentError",
     "RangeError",
@@ -33,7 +34,14 @@ class InvalidArgumentError(S2ptError, ValueError):
     code = -1
 
 
-class ArrayError(InvalidArgumentError, TypeError):
+class ArgumentTypeError(InvalidArgumentError, TypeError):
+    """An argument of the wrong Python type: a float or string where an integer is needed.
+
+    Never converted silently: ``map(4096.5, ...)`` must not map IPA 0x1000.
+    """
+
+
+class ArrayError(ArgumentTypeError):
     """A batch argument of the wrong dtype, shape or memory layout (no silent conversion)."""
 
 

@@ -208,7 +208,9 @@ int s2pt_config_init(struct s2pt_config *cfg, uint32_t ipa_bits, uint32_t granul
  *        architecture allows it: the start-level table must resolve between 1 and
  *        stride + 4 bits (AArch64.S2InconsistentSL), SL0 must be defined for the granule and
  *        the PA size, TG0 and PS must be defined encodings, SH0 must not be 0b01, and T0SZ
- *        must give an IPA size of 32..48 bits. HA, HD, DS, SL2 and bits above 33 are
+ *        must give an IPA size of 32..48 bits. As in s2pt_config_init(), an IPA size
+ *        larger than the PA size that PS selects is rejected (KVM never builds one; the
+ *        PS value is taken as the VM's PA size). HA, HD, DS, SL2 and bits above 33 are
  *        features s2pt does not model and are rejected.
  * @vmid: 0..65535; a VMID above 255 needs VS set.
  *
@@ -448,6 +450,18 @@ int s2pt_unmap(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *u
  * Return: 0, S2PT_EINVAL, S2PT_EALIGN, S2PT_ERANGE, S2PT_ENOMEM, S2PT_EDESTROYED.
  */
 int s2pt_protect(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t prot);
+
+/**
+ * s2pt_set_af() - set (@af != 0) or clear the access flag of every valid leaf that intersects
+ * [ipa, ipa + size), in place: whole leaves, no split (KVM's mkyoung / test_clear_young).
+ * @young: leaves that had AF set before the call (NULL ok).
+ *
+ * Clearing AF of a leaf that had it records an IPA invalidation (a TLB may hold the entry);
+ * setting it records none (an entry with AF = 0 is never cached).
+ *
+ * Return: 0, S2PT_EALIGN, S2PT_ERANGE, S2PT_EDESTROYED.
+ */
+int s2pt_set_af(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, int af, uint64_t *young);
 
 /**
  * s2pt_translate() - the architectural stage-2 walk of one IPA for one access.
