@@ -82,6 +82,12 @@ static inline void s2pt__set_pte(struct s2pt_pgtable *pt, uint64_t *ptep, uint64
 	}
 }
 
+/* The count of the table page an entry lives in. */
+static inline uint32_t *s2pt__page_count(struct s2pt_pgtable *pt, const uint64_t *ptep)
+{
+	return &pt->pool->refcount[s2pt__ptep_index(pt->pool, ptep)];
+}
+
 /* Child table of a table descriptor. */
 static inline uint64_t *s2pt__child(const struct s2pt_pgtable *pt, uint64_t pte)
 {
@@ -121,7 +127,18 @@ static inline void s2pt__table_free(struct s2pt_pgtable *pt, uint32_t index)
 }
 
 /* Record a TLB invalidation; a full log collapses into one VMID-wide event. */
-void s2pt__tlbi(struct s2pt_pgtable *pt, int kind, uint64_t ipa, uint64_t size, int level);
+void s2pt__tlbi_record(struct s2pt_tlbi_log *log, int kind, uint64_t ipa, uint64_t size,
+		       int level);
+
+/* Inline so that leaf loops pay one test when nothing is logged or the log has overflowed. */
+static inline void s2pt__tlbi(struct s2pt_pgtable *pt, int kind, uint64_t ipa, uint64_t size,
+			      int level)
+{
+	struct s2pt_tlbi_log *log = pt->tlbi;
+
+	if (log && !log->overflowed && log->capacity)
+		s2pt__tlbi_record(log, kind, ipa, size, level);
+}
 
 /* Validate a range against the IPA space: alignment, then size and wrap-around. */
 int s2pt__check_range(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size);

@@ -192,6 +192,67 @@ static int split_block(const struct s2pt_walk_ctx *ctx, int keep)
 	return 0;
 }
 
+/* The one entry at index @i of a run, as a single visit sees it. */
+static inline struct s2pt_walk_ctx run_entry(const struct s2pt_walk_ctx *ctx, uint32_t i)
+{
+	struct s2pt_walk_ctx one = *ctx;
+
+	one.ptep = &ctx->ptep[i];
+	one.old = ctx->ptep[i];
+	one.addr = ctx->addr + i * s2pt__span(&ctx->pt->cfg, ctx->level);
+	one.nr = 1;
+	return one;
+}
+
+/* A run of whole entries: a table at a time, the hot path of large maps. */
+static int map_run(const struct s2pt_walk_ctx *ctx, const struct map_args *m)
+{
+	struct s2pt_pgtable *pt = ctx->pt;
+	uint64_t span = s2pt__span(&pt->cfg, ctx->level);
+	uint64_t *ptep = ctx->ptep;
+	uint32_t nr = ctx->nr, added = 0;
+	uint32_t *count;
+	uint64_t pte;
+
+	if (!leaf_allowed(pt, m, ctx->level)) {
+		/* Tables go in (empty: the entry is covered whole); the walker descends. */
+		for (uint32_t i = 0; i < nr; i++) {
+			struct s2pt_walk_ctx one = run_entry(ctx, i);
+			int ret;
+
+			if (s2pt_pte_valid(one.old) && m->blocks &&
+			    block_identical(pt, m, one.old, one.addr))
+				continue;
+			ret = split_block(&one, 0);
+			if (ret)
+				return ret;
+		}
+		return 0;
+	}
+	count = s2pt__page_count(pt, ptep);
+	/* Output addresses stay below 2^pa_bits, so adding span never carries into attributes. */
+	pte = s2pt_leaf_pte(pa_for(m, ctx->addr), m->attrs, ctx->level);
+	if (*count == 1) {
+		/* KVM's count says the page holds nothing: a plain fill, nothing to invalidate. */
+		for (uint32_t i = 0; i < nr; i++)
+			ptep[i] = pte + i * span;
+		*count += nr;
+		return 0;
+	}
+	for (uint32_t i = 0; i < nr; i++, pte += span) {
+		uint64_t old = ptep[i];
+
+		if (old == pte)
+			continue; /* already exactly this: no write, no event */
+		if (s2pt_pte_valid(old))
+			s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr + i * span, span, ctx->level);
+		added += !old;
+		ptep[i] = pte;
+	}
+	*count += added;
+	return 0;
+}
+
 static int map_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 {
 	struct s2pt_pgtable *pt = ctx->pt;
@@ -200,6 +261,8 @@ static int map_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	int covered = ctx->addr >= ctx->start && ctx->addr + span <= ctx->end;
 	uint64_t pte;
 
+	if (visit == S2PT_WALK_LEAF_RUN)
+		return map_run(ctx, m);
 	if (covered && leaf_allowed(pt, m, ctx->level)) {
 		pte = s2pt_leaf_pte(pa_for(m, ctx->addr), m->attrs, ctx->level);
 		if (visit == S2PT_WALK_TABLE_PRE) {
@@ -233,7 +296,7 @@ int s2pt_map(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
 	const struct s2pt_walker w = {
 		.cb = map_cb,
 		.arg = &m,
-		.flags = S2PT_WALK_LEAF | S2PT_WALK_TABLE_PRE,
+		.flags = S2PT_WALK_LEAF | S2PT_WALK_LEAF_RUN | S2PT_WALK_TABLE_PRE,
 	};
 	uint64_t need;
 	int ret;
@@ -273,11 +336,45 @@ struct unmap_args {
 	uint64_t unmapped;
 };
 
+/* A run of whole entries; sparse tables are the common case, so zeros are skipped fast. */
+static void unmap_run(const struct s2pt_walk_ctx *ctx, struct unmap_args *u)
+{
+	struct s2pt_pgtable *pt = ctx->pt;
+	uint64_t span = s2pt__span(&pt->cfg, ctx->level);
+	uint64_t *ptep = ctx->ptep;
+	uint32_t *count = s2pt__page_count(pt, ptep);
+	uint32_t i = 0, nr = ctx->nr;
+
+	while (i < nr && *count > 1) {
+		uint64_t old;
+
+		while (i + 4 <= nr && !(ptep[i] | ptep[i + 1] | ptep[i + 2] | ptep[i + 3]))
+			i += 4;
+		if (i == nr)
+			break;
+		old = ptep[i];
+		if (old) {
+			if (s2pt_pte_valid(old)) {
+				u->unmapped += span;
+				s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr + i * span, span, ctx->level);
+			}
+			ptep[i] = 0;
+			/* Count 1 (kvm_page_empty) means the rest of the page is zero. */
+			--*count;
+		}
+		i++;
+	}
+}
+
 static int unmap_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 {
 	struct s2pt_pgtable *pt = ctx->pt;
 	uint64_t span = s2pt__span(&pt->cfg, ctx->level);
 
+	if (visit == S2PT_WALK_LEAF_RUN) {
+		unmap_run(ctx, ctx->arg);
+		return 0;
+	}
 	if (visit == S2PT_WALK_TABLE_POST) {
 		uint32_t child = s2pt__child_index(pt, ctx->old);
 
@@ -311,7 +408,7 @@ int s2pt_unmap(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *u
 	const struct s2pt_walker w = {
 		.cb = unmap_cb,
 		.arg = &u,
-		.flags = S2PT_WALK_LEAF | S2PT_WALK_TABLE_POST,
+		.flags = S2PT_WALK_LEAF | S2PT_WALK_LEAF_RUN | S2PT_WALK_TABLE_POST,
 	};
 	uint64_t need;
 	int ret;
@@ -346,7 +443,18 @@ static int protect_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	uint64_t span = s2pt__span(&pt->cfg, ctx->level);
 	uint64_t pte;
 
-	(void)visit;
+	if (visit == S2PT_WALK_LEAF_RUN) {
+		for (uint32_t i = 0; i < ctx->nr; i++) {
+			uint64_t old = ctx->ptep[i];
+
+			pte = s2pt_pte_set_prot(old, p->prot);
+			if (!s2pt_pte_valid(old) || pte == old)
+				continue;
+			s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr + i * span, span, ctx->level);
+			ctx->ptep[i] = pte; /* non-zero to non-zero: the count does not move */
+		}
+		return 0;
+	}
 	if (!s2pt_pte_valid(ctx->old))
 		return 0;
 	pte = s2pt_pte_set_prot(ctx->old, p->prot);
@@ -364,15 +472,23 @@ static int protect_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 static int device_exec_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 {
 	(void)visit;
-	if (s2pt_pte_valid(ctx->old) && (s2pt_pte_memattr(ctx->old) & 0xc) == 0)
-		return S2PT_EINVAL;
+	for (uint32_t i = 0; i < ctx->nr; i++) {
+		uint64_t pte = ctx->ptep[i];
+
+		if (s2pt_pte_valid(pte) && (s2pt_pte_memattr(pte) & 0xc) == 0)
+			return S2PT_EINVAL;
+	}
 	return 0;
 }
 
 int s2pt_protect(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t prot)
 {
 	struct protect_args p = {.prot = prot};
-	const struct s2pt_walker w = {.cb = protect_cb, .arg = &p, .flags = S2PT_WALK_LEAF};
+	const struct s2pt_walker w = {
+		.cb = protect_cb,
+		.arg = &p,
+		.flags = S2PT_WALK_LEAF | S2PT_WALK_LEAF_RUN,
+	};
 	uint64_t need;
 	int ret;
 
@@ -384,7 +500,10 @@ int s2pt_protect(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t 
 	if (ret || size == 0)
 		return ret;
 	if (prot & S2PT_PROT_X) {
-		const struct s2pt_walker dw = {.cb = device_exec_cb, .flags = S2PT_WALK_LEAF};
+		const struct s2pt_walker dw = {
+			.cb = device_exec_cb,
+			.flags = S2PT_WALK_LEAF | S2PT_WALK_LEAF_RUN,
+		};
 
 		ret = s2pt_walk(pt, ipa, size, &dw);
 		if (ret)
@@ -408,20 +527,23 @@ struct af_args {
 static int af_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 {
 	struct af_args *a = ctx->arg;
-	uint64_t pte = ctx->old;
+	uint64_t span = s2pt__span(&ctx->pt->cfg, ctx->level);
 
 	(void)visit;
-	if (!s2pt_pte_valid(pte))
-		return 0;
-	if (pte & S2PT_PTE_AF)
-		a->young++;
-	if (a->af) {
-		/* An entry with AF = 0 cannot be held in a TLB: setting it needs no invalidation. */
-		*ctx->ptep = pte | S2PT_PTE_AF;
-	} else if (pte & S2PT_PTE_AF) {
-		*ctx->ptep = pte & ~S2PT_PTE_AF;
-		s2pt__tlbi(ctx->pt, S2PT_TLBI_IPA, ctx->addr, s2pt__span(&ctx->pt->cfg, ctx->level),
-			   ctx->level);
+	for (uint32_t i = 0; i < ctx->nr; i++) {
+		uint64_t pte = ctx->ptep[i];
+
+		if (!s2pt_pte_valid(pte))
+			continue;
+		if (pte & S2PT_PTE_AF)
+			a->young++;
+		if (a->af) {
+			/* An entry with AF = 0 is never held in a TLB: setting it needs no TLBI. */
+			ctx->ptep[i] = pte | S2PT_PTE_AF;
+		} else if (pte & S2PT_PTE_AF) {
+			ctx->ptep[i] = pte & ~S2PT_PTE_AF;
+			s2pt__tlbi(ctx->pt, S2PT_TLBI_IPA, ctx->addr + i * span, span, ctx->level);
+		}
 	}
 	return 0;
 }
@@ -429,7 +551,11 @@ static int af_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 int s2pt_set_af(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, int af, uint64_t *young)
 {
 	struct af_args a = {.af = af};
-	const struct s2pt_walker w = {.cb = af_cb, .arg = &a, .flags = S2PT_WALK_LEAF};
+	const struct s2pt_walker w = {
+		.cb = af_cb,
+		.arg = &a,
+		.flags = S2PT_WALK_LEAF | S2PT_WALK_LEAF_RUN,
+	};
 	int ret;
 
 	if (young)

@@ -44,13 +44,11 @@ void s2pt_pgtable_destroy(struct s2pt_pgtable *pt)
 	pt->root = NULL;
 }
 
-void s2pt__tlbi(struct s2pt_pgtable *pt, int kind, uint64_t ipa, uint64_t size, int level)
+void s2pt__tlbi_record(struct s2pt_tlbi_log *log, int kind, uint64_t ipa, uint64_t size,
+		       int level)
 {
-	struct s2pt_tlbi_log *log = pt->tlbi;
 	struct s2pt_tlbi *ev;
 
-	if (!log || !log->capacity || log->overflowed)
-		return;
 	if (log->count == log->capacity) {
 		/* Too many to track one by one: invalidate the whole VMID instead. */
 		log->overflowed = 1;

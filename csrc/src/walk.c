@@ -25,6 +25,7 @@ static int visit(struct walk_data *wd, uint64_t *ptep, int level)
 		 * next entry (the kernel's 2021 walker fix). */
 		.addr = wd->addr & ~(span - 1),
 		.level = level,
+		.nr = 1,
 		.arg = wd->w->arg,
 	};
 	uint32_t flags = wd->w->flags;
@@ -58,16 +59,101 @@ static int visit(struct walk_data *wd, uint64_t *ptep, int level)
 	return ret;
 }
 
+/*
+ * One S2PT_WALK_LEAF_RUN visit for the non-table entries from table[idx] on that the range
+ * covers whole, then a descent into any entry the visit turned into a table.
+ * Return: entries consumed (> 0), or a negative code.
+ */
+static int64_t visit_run(struct walk_data *wd, uint64_t *table, uint64_t idx, uint64_t nentries,
+			 int level, uint64_t addr, uint64_t span)
+{
+	struct s2pt_pgtable *pt = wd->pt;
+	uint64_t n = 1;
+	struct s2pt_walk_ctx ctx;
+	int ret;
+
+	/* A run stays inside one table page (a concatenated root is several, each counted). */
+	uint64_t limit = nentries - idx;
+	uint64_t page_left = (1ull << pt->cfg.stride) - (idx & ((1ull << pt->cfg.stride) - 1));
+
+	if (limit > page_left)
+		limit = page_left;
+	if (level == 3) {
+		/* No tables at the last level: the run is known without reading the entries. */
+		n = (wd->end - addr) / span;
+		n = n < limit ? n : limit;
+	}
+	while (n < limit && addr + (n + 1) * span <= wd->end &&
+	       !s2pt_pte_is_table(table[idx + n], level))
+		n++;
+	ctx = (struct s2pt_walk_ctx){
+		.pt = pt,
+		.ptep = &table[idx],
+		.old = table[idx],
+		.start = wd->start,
+		.end = wd->end,
+		.addr = addr,
+		.level = level,
+		.nr = (uint32_t)n,
+		.arg = wd->w->arg,
+	};
+	ret = wd->w->cb(&ctx, S2PT_WALK_LEAF_RUN);
+	if (ret)
+		return ret;
+	if (level < 3) {
+		for (uint64_t i = 0; i < n; i++) {
+			if (!s2pt_pte_is_table(table[idx + i], level))
+				continue;
+			wd->addr = addr + i * span;
+			ret = walk_table(wd, s2pt__child(pt, table[idx + i]), 1ull << pt->cfg.stride,
+					 level + 1);
+			if (!ret && (wd->w->flags & S2PT_WALK_TABLE_POST)) {
+				ctx.ptep = &table[idx + i];
+				ctx.old = table[idx + i];
+				ctx.addr = addr + i * span;
+				ctx.nr = 1;
+				ret = wd->w->cb(&ctx, S2PT_WALK_TABLE_POST);
+			}
+			if (ret)
+				return ret;
+		}
+	}
+	wd->addr = addr + n * span;
+	return (int64_t)n;
+}
+
 static int walk_table(struct walk_data *wd, uint64_t *table, uint64_t nentries, int level)
 {
 	uint32_t shift = s2pt_level_shift(&wd->pt->cfg, level);
+	uint64_t span = 1ull << shift;
 	uint64_t idx = (wd->addr >> shift) & (nentries - 1);
+	int runs = (wd->w->flags & S2PT_WALK_LEAF_RUN) != 0;
 
-	for (; idx < nentries && wd->addr < wd->end; idx++) {
-		int ret = visit(wd, &table[idx], level);
+	while (idx < nentries && wd->addr < wd->end) {
+		uint64_t addr = wd->addr & ~(span - 1);
+		int ret;
 
+		if (runs && addr >= wd->start && addr + span <= wd->end &&
+		    !s2pt_pte_is_table(table[idx], level)) {
+			int64_t n = visit_run(wd, table, idx, nentries, level, addr, span);
+
+			if (n < 0)
+				return (int)n;
+			idx += (uint64_t)n;
+			continue;
+		}
+		/* Tables are scattered through the pool: start fetching the next child while this
+		 * one is visited, so a walk over many sparse tables overlaps their cache misses. */
+		if (level < 3 && idx + 1 < nentries && s2pt_pte_is_table(table[idx + 1], level)) {
+			const uint64_t *next = s2pt__child(wd->pt, table[idx + 1]);
+
+			__builtin_prefetch(next);
+			__builtin_prefetch(next + 8);
+		}
+		ret = visit(wd, &table[idx], level);
 		if (ret)
 			return ret;
+		idx++;
 	}
 	return 0;
 }
@@ -96,9 +182,14 @@ static int clear_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit_kind)
 {
 	struct s2pt_pgtable *pt = ctx->pt;
 
-	if (visit_kind == S2PT_WALK_LEAF) {
-		if (ctx->old)
-			s2pt__set_pte(pt, ctx->ptep, 0);
+	if (visit_kind != S2PT_WALK_TABLE_POST) {
+		uint32_t cleared = 0;
+
+		for (uint32_t i = 0; i < ctx->nr; i++) {
+			cleared += ctx->ptep[i] != 0;
+			ctx->ptep[i] = 0;
+		}
+		*s2pt__page_count(pt, ctx->ptep) -= cleared;
 		return 0;
 	}
 	/* TABLE_POST: only tables whose whole span is inside; the ancestors stay. */
@@ -116,7 +207,7 @@ int s2pt__clear_range(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size)
 {
 	const struct s2pt_walker w = {
 		.cb = clear_cb,
-		.flags = S2PT_WALK_LEAF | S2PT_WALK_TABLE_POST,
+		.flags = S2PT_WALK_LEAF | S2PT_WALK_LEAF_RUN | S2PT_WALK_TABLE_POST,
 	};
 
 	return s2pt_walk(pt, ipa, size, &w);

@@ -1,6 +1,7 @@
 # The Cython layer: converts arguments, calls the C core, turns its codes into exceptions.
 # No page-table logic lives here.
 cimport cython
+from cpython.long cimport PyLong_Check
 from cpython.buffer cimport PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -52,10 +53,8 @@ cdef int _raise(int rc, str detail=None) except -1:
     raise cls(f"{msg}: {detail}" if detail else msg)
 
 
-cdef inline object _int(object value, str name):
-    """``value`` as a Python int; floats, strings and bools-as-text are refused, never truncated."""
-    if type(value) is int:
-        return value
+cdef object _int(object value, str name):
+    """``value`` as a Python int; floats and strings are refused, never truncated."""
     try:
         return _index(value)
     except TypeError:
@@ -63,9 +62,12 @@ cdef inline object _int(object value, str name):
             f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
 
 
+# The hot paths (map, unmap, translate per call) take ints, IntFlag and numpy integers
+# straight to C; anything else goes through operator.index so that 4096.5 is an error.
 cdef inline uint64_t _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
     """A Python int as uint64: negative or too large is a RangeError, not an OverflowError."""
-    value = _int(value, name)
+    if not PyLong_Check(value):
+        value = _int(value, name)
     try:
         return <uint64_t>value
     except OverflowError:
@@ -73,7 +75,8 @@ cdef inline uint64_t _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
 
 
 cdef inline uint32_t _u32(object value, str name) except? 0xFFFFFFFF:
-    value = _int(value, name)
+    if not PyLong_Check(value):
+        value = _int(value, name)
     try:
         return <uint32_t>value
     except OverflowError:

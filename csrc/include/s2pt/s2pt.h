@@ -568,6 +568,15 @@ enum s2pt_walk_flags {
 	S2PT_WALK_LEAF = 1u << 0,       /* visit leaf and invalid entries */
 	S2PT_WALK_TABLE_PRE = 1u << 1,  /* visit table entries before their children */
 	S2PT_WALK_TABLE_POST = 1u << 2, /* visit table entries after their children */
+	/*
+	 * With S2PT_WALK_LEAF: consecutive non-table entries of one table whose spans lie wholly
+	 * inside the range come as one S2PT_WALK_LEAF_RUN visit of @nr entries (ptep[0..nr-1],
+	 * @addr the first one's IPA, all in one table page), so a range operation can fill or
+	 * clear a table at a time.
+	 * Entries the range covers in part still come one by one as S2PT_WALK_LEAF. A run visit
+	 * may turn entries into tables; the walker then descends into them in order.
+	 */
+	S2PT_WALK_LEAF_RUN = 1u << 3,
 };
 
 /**
@@ -580,6 +589,7 @@ enum s2pt_walk_flags {
  * @start, @end: the walked range.
  * @addr:  first IPA of the entry's span (aligned down to the span).
  * @level: the entry's level.
+ * @nr:    number of entries the visit covers: 1, or more for S2PT_WALK_LEAF_RUN.
  * @arg:   the walker's argument.
  */
 struct s2pt_walk_ctx {
@@ -590,6 +600,7 @@ struct s2pt_walk_ctx {
 	uint64_t end;
 	uint64_t addr;
 	int level;
+	uint32_t nr;
 	void *arg;
 };
 
