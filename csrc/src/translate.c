@@ -13,33 +13,76 @@ static inline int fault(struct s2pt_fault *f, uint32_t kind, int level, uint64_t
 	return S2PT_EFAULT;
 }
 
+enum step_result { STEP_TABLE, STEP_LEAF, STEP_FAULT, STEP_BROKEN };
+
+/*
+ * What the walk does with descriptor @pte read at @level: descend (its address in *@addr),
+ * stop at a leaf, or fault (*@kind). STEP_BROKEN: a table address outside the pool (memory
+ * changed behind the core's back). The one statement of the descriptor rules, shared by the
+ * single walk and the interleaved batch walk.
+ */
+static inline enum step_result step(const struct s2pt_pgtable *pt, uint64_t pte, int level,
+				    uint64_t *addr, uint32_t *kind)
+{
+	const struct s2pt_config *cfg = &pt->cfg;
+
+	*addr = pte & s2pt_oa_mask(cfg->granule_shift);
+	if (!(pte & S2PT_PTE_VALID))
+		goto translation;
+	if (level == 3 || !(pte & S2PT_PTE_TYPE)) {
+		/* Level 3 needs 0b11 (0b01 is reserved); blocks only where the granule allows. */
+		if (level == 3 ? !(pte & S2PT_PTE_TYPE) : level < cfg->min_block_level)
+			goto translation;
+		if (S2PT_UNLIKELY(*addr >> cfg->pa_bits)) {
+			*kind = S2PT_FAULT_ADDRESS_SIZE;
+			return STEP_FAULT;
+		}
+		return STEP_LEAF;
+	}
+	if (S2PT_UNLIKELY(*addr >> cfg->pa_bits)) {
+		*kind = S2PT_FAULT_ADDRESS_SIZE;
+		return STEP_FAULT;
+	}
+	if (S2PT_UNLIKELY(!s2pt__pa_in_pool(pt->pool, *addr)))
+		return STEP_BROKEN;
+	return STEP_TABLE;
+translation:
+	*kind = S2PT_FAULT_TRANSLATION;
+	return STEP_FAULT;
+}
+
+/* Index of @ipa's entry in the table at @level (the whole concatenated root at the start). */
+static inline uint64_t entry_index(const struct s2pt_config *cfg, uint64_t ipa, int level)
+{
+	uint64_t idx = ipa >> s2pt_level_shift(cfg, level);
+
+	return level == cfg->start_level ? idx : idx & ((1ull << cfg->stride) - 1);
+}
+
 /*
  * Walk @ipa to its leaf. Returns 0 with the leaf and its level, S2PT_EFAULT with a translation
- * or address-size fault, or S2PT_EINVARIANT if a table address leaves the pool (memory
- * changed behind the core's back). @steps, when not NULL, records every descriptor read.
+ * or address-size fault, or S2PT_EINVARIANT (STEP_BROKEN). @steps, when not NULL, records
+ * every descriptor read.
  */
 static inline int walk_one(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t *leaf,
 			   int *leaf_level, struct s2pt_fault *f, struct s2pt_walk_step *steps,
 			   uint32_t *nsteps)
 {
 	const struct s2pt_config *cfg = &pt->cfg;
-	const struct s2pt_pool *pool = pt->pool;
-	uint64_t oa_mask = s2pt_oa_mask(cfg->granule_shift);
-	uint64_t pa_limit_mask = ~((1ull << cfg->pa_bits) - 1);
 	const uint64_t *table = pt->root;
 	uint64_t table_pa = pt->root_pa;
 	int level = cfg->start_level;
-	uint64_t idx;
 
 	if (nsteps)
 		*nsteps = 0;
 	/* Input address bits above the IPA size: translation fault, reported at level 0. */
 	if (S2PT_UNLIKELY(ipa >> cfg->ipa_bits))
 		return fault(f, S2PT_FAULT_TRANSLATION, 0, ipa);
-	idx = ipa >> s2pt_level_shift(cfg, level);
 	for (;;) {
+		uint64_t idx = entry_index(cfg, ipa, level);
 		uint64_t pte = table[idx];
 		uint64_t addr;
+		uint32_t kind;
 
 		if (steps) {
 			steps[*nsteps] = (struct s2pt_walk_step){
@@ -51,27 +94,21 @@ static inline int walk_one(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t
 			};
 			(*nsteps)++;
 		}
-		if (!(pte & S2PT_PTE_VALID))
-			return fault(f, S2PT_FAULT_TRANSLATION, level, ipa);
-		addr = pte & oa_mask;
-		if (level == 3 || !(pte & S2PT_PTE_TYPE)) {
-			/* Level 3 needs 0b11 (0b01 is reserved); blocks only where the granule allows. */
-			if (level == 3 ? !(pte & S2PT_PTE_TYPE) : level < cfg->min_block_level)
-				return fault(f, S2PT_FAULT_TRANSLATION, level, ipa);
-			if (S2PT_UNLIKELY(addr & pa_limit_mask))
-				return fault(f, S2PT_FAULT_ADDRESS_SIZE, level, ipa);
+		switch (step(pt, pte, level, &addr, &kind)) {
+		case STEP_TABLE:
+			break;
+		case STEP_LEAF:
 			*leaf = pte;
 			*leaf_level = level;
 			return 0;
-		}
-		if (S2PT_UNLIKELY(addr & pa_limit_mask))
-			return fault(f, S2PT_FAULT_ADDRESS_SIZE, level, ipa);
-		if (S2PT_UNLIKELY(!s2pt__pa_in_pool(pool, addr)))
+		case STEP_FAULT:
+			return fault(f, kind, level, ipa);
+		default:
 			return S2PT_EINVARIANT;
-		table = s2pt__table_ptr(pool, addr);
+		}
+		table = s2pt__table_ptr(pt->pool, addr);
 		table_pa = addr;
 		level++;
-		idx = (ipa >> s2pt_level_shift(cfg, level)) & ((1ull << cfg->stride) - 1);
 	}
 }
 
@@ -140,38 +177,107 @@ int s2pt_lookup(const struct s2pt_pgtable *pt, uint64_t ipa, struct s2pt_transla
 	return 0;
 }
 
+/* Walks a batch keeps in flight: enough to overlap the cache misses of random IPAs. */
+#define S2PT_BATCH_LANES 16
+
+/* The outcome of IPA @i: its PA, or its fault code. Returns 1 for a fault. */
+static inline int64_t put(const struct s2pt_pgtable *pt, size_t i, uint64_t ipa, uint64_t pte,
+			  int level, uint32_t access, uint64_t *pa_out, uint8_t *fsc_out)
+{
+	uint32_t kind = (uint32_t)check_access(pte, access);
+	uint64_t span = s2pt__span(&pt->cfg, level);
+
+	if (kind) {
+		pa_out[i] = 0;
+		fsc_out[i] = (uint8_t)s2pt_fsc(kind, level);
+		return 1;
+	}
+	pa_out[i] = (s2pt_pte_addr(pte, pt->cfg.granule_shift) & ~(span - 1)) | (ipa & (span - 1));
+	fsc_out[i] = S2PT_FSC_NONE;
+	return 0;
+}
+
+/*
+ * IPAs go in groups of S2PT_BATCH_LANES walks that advance level by level together: each
+ * lane reads its descriptor and prefetches the next one, so by the time the group comes back
+ * to a lane its line is (usually) in cache and random IPAs overlap their memory latencies.
+ * Lanes of a group mostly stop at the same level, which keeps the branches predictable. The
+ * common step, a table descriptor that points into the pool, is decided inline; anything
+ * else goes through step().
+ */
 int64_t s2pt_translate_many(const struct s2pt_pgtable *pt, const uint64_t *ipas, size_t n,
 			    uint32_t access, uint64_t *pa_out, uint8_t *fsc_out)
 {
+	const struct s2pt_config *cfg = &pt->cfg;
+	const struct s2pt_pool *pool = pt->pool;
+	const uint64_t oa_mask = s2pt_oa_mask(cfg->granule_shift);
+	/* Every pool page lies below 2^pa_bits (s2pt_pgtable_init), so "inside the pool" also
+	 * rules out an address-size fault. */
+	const uint64_t pool_bytes = s2pt__pool_end_pa(pool) - pool->base_pa;
+	const uint64_t entry_mask = (1ull << cfg->stride) - 1;
+	const int start = cfg->start_level;
+	const uint64_t *table[S2PT_BATCH_LANES];
 	int64_t faults = 0;
 
 	if (pt->destroyed)
 		return S2PT_EDESTROYED;
 	if (access > S2PT_ACCESS_EXEC)
 		return S2PT_EINVAL;
-	for (size_t i = 0; i < n; i++) {
-		struct s2pt_fault f;
-		uint64_t pte, ipa = ipas[i];
-		int level, kind;
-		int ret = walk_one(pt, ipa, &pte, &level, &f, NULL, NULL);
+	for (size_t base = 0; base < n; base += S2PT_BATCH_LANES) {
+		const uint64_t *ipa = &ipas[base];
+		uint32_t m = n - base < S2PT_BATCH_LANES ? (uint32_t)(n - base) : S2PT_BATCH_LANES;
+		uint32_t pending = 0;
+		uint32_t shift = s2pt_level_shift(cfg, start);
 
-		if (ret == 0) {
-			kind = check_access(pte, access);
-			if (!kind) {
-				uint64_t span = s2pt__span(&pt->cfg, level);
-
-				pa_out[i] = (s2pt_pte_addr(pte, pt->cfg.granule_shift) & ~(span - 1)) |
-					    (ipa & (span - 1));
-				fsc_out[i] = S2PT_FSC_NONE;
+		for (uint32_t g = 0; g < m; g++) {
+			if (S2PT_UNLIKELY(ipa[g] >> cfg->ipa_bits)) {
+				/* Beyond the IPA size: translation fault, reported at level 0. */
+				table[g] = NULL;
+				pa_out[base + g] = 0;
+				fsc_out[base + g] = (uint8_t)s2pt_fsc(S2PT_FAULT_TRANSLATION, 0);
+				faults++;
 				continue;
 			}
-			f.fsc = s2pt_fsc((uint32_t)kind, level);
-		} else if (ret != S2PT_EFAULT) {
-			return ret;
+			table[g] = &pt->root[ipa[g] >> shift];
+			pending++;
 		}
-		pa_out[i] = 0;
-		fsc_out[i] = (uint8_t)f.fsc;
-		faults++;
+		/* table[g] points at the lane's next descriptor; NULL once the lane is done. */
+		for (int level = start; pending; level++) {
+			uint32_t next_shift = level < 3 ? s2pt_level_shift(cfg, level + 1) : 0;
+
+			for (uint32_t g = 0; g < m; g++) {
+				uint64_t pte, addr;
+				uint32_t kind;
+
+				if (!table[g])
+					continue;
+				pte = *table[g];
+				addr = (pte & oa_mask) - pool->base_pa;
+				if (S2PT_LIKELY(level < 3 &&
+						(pte & S2PT_PTE_TYPE_MASK) == S2PT_PTE_TYPE_TABLE &&
+						addr < pool_bytes)) {
+					table[g] = (const uint64_t *)(pool->mem + addr) +
+						   ((ipa[g] >> next_shift) & entry_mask);
+					__builtin_prefetch(table[g]);
+					continue;
+				}
+				switch (step(pt, pte, level, &addr, &kind)) {
+				case STEP_LEAF:
+					faults += put(pt, base + g, ipa[g], pte, level, access, pa_out,
+						      fsc_out);
+					break;
+				case STEP_FAULT:
+					pa_out[base + g] = 0;
+					fsc_out[base + g] = (uint8_t)s2pt_fsc(kind, level);
+					faults++;
+					break;
+				default: /* STEP_TABLE cannot happen: the fast path took every table */
+					return S2PT_EINVARIANT;
+				}
+				table[g] = NULL;
+				pending--;
+			}
+		}
 	}
 	return faults;
 }
