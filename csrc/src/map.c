@@ -289,16 +289,10 @@ static int map_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	return split_block(ctx, !covered);
 }
 
-int s2pt_map(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
-	     uint32_t prot, uint32_t memattr, uint32_t flags)
+/* Everything s2pt_map() checks before it looks at the tables. */
+static int map_check(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
+		     uint32_t prot, uint32_t memattr, uint32_t flags)
 {
-	struct map_args m;
-	const struct s2pt_walker w = {
-		.cb = map_cb,
-		.arg = &m,
-		.flags = S2PT_WALK_LEAF | S2PT_WALK_LEAF_RUN | S2PT_WALK_TABLE_PRE,
-	};
-	uint64_t need;
 	int ret;
 
 	if (pt->destroyed)
@@ -316,6 +310,22 @@ int s2pt_map(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
 		return ret;
 	if (pa + size < pa || pa + size > (1ull << pt->cfg.pa_bits))
 		return S2PT_ERANGE;
+	return 0;
+}
+
+/* Reserve, then change: the arguments are already checked. */
+static int map_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
+		     uint32_t prot, uint32_t memattr, uint32_t flags)
+{
+	struct map_args m;
+	const struct s2pt_walker w = {
+		.cb = map_cb,
+		.arg = &m,
+		.flags = S2PT_WALK_LEAF | S2PT_WALK_LEAF_RUN | S2PT_WALK_TABLE_PRE,
+	};
+	uint64_t need;
+	int ret;
+
 	if (size == 0)
 		return 0;
 	m.ipa = ipa;
@@ -329,6 +339,37 @@ int s2pt_map(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
 	pt->allocs = 0;
 	ret = s2pt_walk(pt, ipa, size, &w);
 	S2PT_ASSERT(ret == 0 && pt->allocs == need);
+	return ret;
+}
+
+int s2pt_map(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
+	     uint32_t prot, uint32_t memattr, uint32_t flags)
+{
+	int ret = map_check(pt, ipa, pa, size, prot, memattr, flags);
+
+	return ret ? ret : map_apply(pt, ipa, pa, size, prot, memattr, flags);
+}
+
+int s2pt_map_many(struct s2pt_pgtable *pt, const uint64_t *ipas, const uint64_t *pas,
+		  const uint64_t *sizes, size_t size_stride, size_t n, uint32_t prot,
+		  uint32_t memattr, uint32_t flags, size_t *done)
+{
+	size_t i;
+	int ret = pt->destroyed ? S2PT_EDESTROYED : 0;
+
+	*done = 0;
+	if (ret)
+		return ret;
+	/* Every element's arguments first, so a bad one changes nothing at all. */
+	for (i = 0; i < n && !ret; i++)
+		ret = map_check(pt, ipas[i], pas[i], sizes[i * size_stride], prot, memattr, flags);
+	if (ret) {
+		*done = i - 1;
+		return ret;
+	}
+	for (i = 0; i < n && !ret; i++)
+		ret = map_apply(pt, ipas[i], pas[i], sizes[i * size_stride], prot, memattr, flags);
+	*done = ret ? i - 1 : n;
 	return ret;
 }
 
@@ -402,7 +443,7 @@ static int unmap_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	return s2pt_pte_valid(ctx->old) ? split_block(ctx, 1) : 0;
 }
 
-int s2pt_unmap(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *unmapped)
+static int unmap_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *unmapped)
 {
 	struct unmap_args u = {0};
 	const struct s2pt_walker w = {
@@ -413,13 +454,8 @@ int s2pt_unmap(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *u
 	uint64_t need;
 	int ret;
 
-	if (unmapped)
-		*unmapped = 0;
-	if (pt->destroyed)
-		return S2PT_EDESTROYED;
-	ret = s2pt__check_range(pt, ipa, size);
-	if (ret || size == 0)
-		return ret;
+	if (size == 0)
+		return 0;
 	need = need_edges(pt, pt->root, pt->cfg.root_entries, pt->cfg.start_level, ipa, ipa + size,
 			  -1);
 	if (need > s2pt_pool_free_pages(pt->pool))
@@ -427,8 +463,40 @@ int s2pt_unmap(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *u
 	pt->allocs = 0;
 	ret = s2pt_walk(pt, ipa, size, &w);
 	S2PT_ASSERT(ret == 0 && pt->allocs == need);
+	*unmapped += u.unmapped;
+	return ret;
+}
+
+int s2pt_unmap(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *unmapped)
+{
+	uint64_t bytes = 0;
+	int ret = pt->destroyed ? S2PT_EDESTROYED : s2pt__check_range(pt, ipa, size);
+
+	if (!ret)
+		ret = unmap_apply(pt, ipa, size, &bytes);
 	if (unmapped)
-		*unmapped = u.unmapped;
+		*unmapped = bytes;
+	return ret;
+}
+
+int s2pt_unmap_many(struct s2pt_pgtable *pt, const uint64_t *ipas, const uint64_t *sizes,
+		    size_t size_stride, size_t n, uint64_t *unmapped, size_t *done)
+{
+	uint64_t bytes = 0;
+	size_t i;
+	int ret = pt->destroyed ? S2PT_EDESTROYED : 0;
+
+	for (i = 0; i < n && !ret; i++)
+		ret = s2pt__check_range(pt, ipas[i], sizes[i * size_stride]);
+	if (ret) {
+		*done = i ? i - 1 : 0;
+		*unmapped = 0;
+		return ret;
+	}
+	for (i = 0; i < n && !ret; i++)
+		ret = unmap_apply(pt, ipas[i], sizes[i * size_stride], &bytes);
+	*done = ret ? i - 1 : n;
+	*unmapped = bytes;
 	return ret;
 }
 

@@ -3,8 +3,7 @@
  * software walker that reads the raw pool memory, descriptor constants written out from the
  * architecture (not taken from desc.h), and whole-state snapshots for atomicity checks.
  *
- * Implementation in test_lib.c. NOTE: the Makefile does not list this header as a
- * dependency; after editing it, touch a test_*.c file (or make clean).
+ * Implementation in test_lib.c.
  */
 #ifndef S2PT_TESTLIB_H
 #define S2PT_TESTLIB_H

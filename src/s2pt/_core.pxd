@@ -29,4 +29,6 @@ cdef class Stage2:
     cdef int _live(self) except -1
     cdef int _fail(self, int rc, uint64_t ipa, uint64_t size, object pa=*, object prot=*,
                    object memattr=*) except -1
+    cdef int _fail_at(self, int rc, size_t index, uint64_t ipa, uint64_t size, object pa=*,
+                      object prot=*, object memattr=*) except -1
     cdef tuple _leaf_chunk(self, uint64_t start, uint64_t end)

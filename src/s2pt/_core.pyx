@@ -23,6 +23,7 @@ from .errors import (
     InvalidArgumentError,
     InvariantError,
     RangeError,
+    S2ptError,
     Stage2Fault,
     error_class,
 )
@@ -83,26 +84,38 @@ cdef inline uint32_t _u32(object value, str name) except? 0xFFFFFFFF:
         raise InvalidArgumentError(f"{name}={value!r} is out of range") from None
 
 
-cdef const uint64_t[::1] _ipa_array(object ipas) except *:
+cdef const uint64_t[::1] _u64_array(object ipas, str name="ipas") except *:
     """A C-contiguous 1-D uint64 view, refusing silent conversions that could change values."""
     if isinstance(ipas, np.ndarray):
         if ipas.dtype != np.uint64:
-            raise ArrayError(f"ipas must have dtype uint64, got {ipas.dtype}")
+            raise ArrayError(f"{name} must have dtype uint64, got {ipas.dtype}")
         if ipas.ndim != 1:
-            raise ArrayError(f"ipas must be 1-D, got {ipas.ndim} dimensions")
+            raise ArrayError(f"{name} must be 1-D, got {ipas.ndim} dimensions")
         if not ipas.flags.c_contiguous:
-            raise ArrayError("ipas must be C-contiguous (use np.ascontiguousarray)")
+            raise ArrayError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
         return ipas
     # A sequence: every element must be an integer in 0 .. 2**64-1. np.asarray(dtype=uint64)
     # alone would truncate 4096.5 and parse "4096", so the elements are checked first.
     try:
         values = [_index(x) for x in ipas]
     except TypeError as exc:
-        raise ArrayError(f"ipas must be a 1-D sequence of integers in 0 .. 2**64-1: {exc}") from None
+        raise ArrayError(f"{name} must be a 1-D sequence of integers in 0 .. 2**64-1: {exc}") from None
     try:
         arr = np.array(values, dtype=np.uint64)
     except OverflowError:
-        raise ArrayError("ipas must be integers in 0 .. 2**64-1") from None
+        raise ArrayError(f"{name} must be integers in 0 .. 2**64-1") from None
+    return arr
+
+
+cdef const uint64_t[::1] _size_arg(object sizes, Py_ssize_t n, size_t *stride) except *:
+    """The sizes of a batch: one int for every element (stride 0) or an array of n."""
+    if isinstance(sizes, (int, np.integer)):
+        stride[0] = 0
+        return np.array([_u64(sizes, "sizes")], dtype=np.uint64)
+    arr = _u64_array(sizes, "sizes")
+    if arr.shape[0] != n:
+        raise ArrayError(f"sizes has {arr.shape[0]} elements, ipas {n}")
+    stride[0] = 1
     return arr
 
 
@@ -507,6 +520,70 @@ cdef class Stage2:
             self._fail(rc, i, n)
         return unmapped
 
+    def map_many(self, ipas, pas, sizes, prot=Prot.RW, memattr=MemAttr.NORMAL, *,
+                 blocks=True, af=True):
+        """:meth:`map` for every element, in order, in one C loop.
+
+        ``ipas`` and ``pas`` are 1-D uint64 arrays (or sequences of ints) of one length;
+        ``sizes`` is such an array too, or one int for every element. ``prot``, ``memattr``,
+        ``blocks`` and ``af`` apply to all elements.
+
+        Every element's arguments are checked before anything changes: a bad element raises
+        (AlignmentError, RangeError, ...) with nothing changed. Pool exhaustion is found per
+        element, against the tables as the earlier elements left them: those stay applied,
+        the failing element changes nothing, and the PoolExhaustedError's ``index`` is its
+        position (every exception raised here for an element has ``index``).
+        """
+        cdef const uint64_t[::1] ipa_v = _u64_array(ipas, "ipas")
+        cdef const uint64_t[::1] pa_v = _u64_array(pas, "pas")
+        cdef Py_ssize_t n = ipa_v.shape[0]
+        cdef size_t stride, done = 0
+        cdef const uint64_t[::1] size_v = _size_arg(sizes, n, &stride)
+        cdef uint32_t flags = (0 if blocks else S2PT_MAP_NO_BLOCKS) | (0 if af else S2PT_MAP_NO_AF)
+        cdef uint32_t prot_c = _u32(prot, "prot"), memattr_c = _u32(memattr, "memattr")
+        cdef int rc
+        if pa_v.shape[0] != n:
+            raise ArrayError(f"ipas and pas differ in length ({n} and {pa_v.shape[0]})")
+        if n == 0:
+            self._live()
+            return
+        with nogil:
+            rc = s2pt_map_many(&self.pt, &ipa_v[0], &pa_v[0], &size_v[0], stride, <size_t>n,
+                               prot_c, memattr_c, flags, &done)
+        if rc:
+            self._fail_at(rc, done, ipa_v[done], size_v[done * stride], pa_v[done], prot,
+                          memattr)
+
+    def unmap_many(self, ipas, sizes):
+        """:meth:`unmap` for every element, in order, in one C loop; returns the total bytes
+        unmapped. ``sizes`` is a uint64 array or one int for all. Errors as for
+        :meth:`map_many`: a bad element changes nothing; on pool exhaustion (splitting a
+        block) the earlier elements stay applied and the exception's ``index`` says where."""
+        cdef const uint64_t[::1] ipa_v = _u64_array(ipas, "ipas")
+        cdef Py_ssize_t n = ipa_v.shape[0]
+        cdef size_t stride, done = 0
+        cdef const uint64_t[::1] size_v = _size_arg(sizes, n, &stride)
+        cdef uint64_t unmapped = 0
+        cdef int rc
+        if n == 0:
+            self._live()
+            return 0
+        with nogil:
+            rc = s2pt_unmap_many(&self.pt, &ipa_v[0], &size_v[0], stride, <size_t>n, &unmapped,
+                                 &done)
+        if rc:
+            self._fail_at(rc, done, ipa_v[done], size_v[done * stride])
+        return unmapped
+
+    cdef int _fail_at(self, int rc, size_t index, uint64_t ipa, uint64_t size, object pa=None,
+                      object prot=None, object memattr=None) except -1:
+        try:
+            self._fail(rc, ipa, size, pa, prot, memattr)
+        except S2ptError as exc:
+            exc.index = index
+            exc.args = (f"element {index}: {exc.args[0]}",) + exc.args[1:]
+            raise
+
     def protect(self, ipa, size, prot):
         """Set the permissions of every mapped leaf in ``[ipa, ipa + size)``; holes stay
         holes, a block covered in part whose permissions change is split first."""
@@ -587,7 +664,7 @@ cdef class Stage2:
         status codes (``FSC_NONE`` where it did not). A numpy input must already be a
         C-contiguous uint64 array (no silent casts); sequences of ints are converted.
         """
-        cdef const uint64_t[::1] src = _ipa_array(ipas)
+        cdef const uint64_t[::1] src = _u64_array(ipas)
         cdef uint32_t acc = _u32(access, "access")
         cdef Py_ssize_t n = src.shape[0]
         self._live()

@@ -123,6 +123,11 @@ cdef extern from "s2pt/s2pt.h" nogil:
     int s2pt_map(s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
                  uint32_t prot, uint32_t memattr, uint32_t flags)
     int s2pt_unmap(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *unmapped)
+    int s2pt_map_many(s2pt_pgtable *pt, const uint64_t *ipas, const uint64_t *pas,
+                      const uint64_t *sizes, size_t size_stride, size_t n, uint32_t prot,
+                      uint32_t memattr, uint32_t flags, size_t *done) nogil
+    int s2pt_unmap_many(s2pt_pgtable *pt, const uint64_t *ipas, const uint64_t *sizes,
+                        size_t size_stride, size_t n, uint64_t *unmapped, size_t *done) nogil
     int s2pt_protect(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t prot)
     int s2pt_set_af(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, int af, uint64_t *young)
     int s2pt_translate(const s2pt_pgtable *pt, uint64_t ipa, uint32_t access,

@@ -432,6 +432,23 @@ int s2pt_map(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
 	     uint32_t prot, uint32_t memattr, uint32_t flags);
 
 /**
+ * s2pt_map_many() - s2pt_map() of n elements in order, in one call.
+ * @ipas, @pas: n addresses each.
+ * @sizes:  element i's size is sizes[i * size_stride] (size_stride 0: one size for all).
+ * @done:   set to the number of elements applied (on error: the index of the element that
+ *          failed).
+ *
+ * Every element's arguments are checked before anything changes: a bad element returns its
+ * error with nothing changed. Pool exhaustion is found per element, as the tables stand after
+ * the elements before it: those stay applied, the failing element changes nothing.
+ *
+ * Return: as s2pt_map().
+ */
+int s2pt_map_many(struct s2pt_pgtable *pt, const uint64_t *ipas, const uint64_t *pas,
+		  const uint64_t *sizes, size_t size_stride, size_t n, uint32_t prot,
+		  uint32_t memattr, uint32_t flags, size_t *done);
+
+/**
  * s2pt_unmap() - unmap exactly [ipa, ipa + size).
  * @unmapped: bytes that were mapped by valid leaves in the range and now are not (NULL ok).
  *
@@ -441,6 +458,16 @@ int s2pt_map(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
  * Return: 0, S2PT_EALIGN, S2PT_ERANGE, S2PT_ENOMEM, S2PT_EDESTROYED.
  */
 int s2pt_unmap(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *unmapped);
+
+/**
+ * s2pt_unmap_many() - s2pt_unmap() of n elements in order, in one call.
+ * @sizes, @size_stride, @done: as for s2pt_map_many(), with the same error rules.
+ * @unmapped: total bytes unmapped by the elements applied.
+ *
+ * Return: as s2pt_unmap().
+ */
+int s2pt_unmap_many(struct s2pt_pgtable *pt, const uint64_t *ipas, const uint64_t *sizes,
+		    size_t size_stride, size_t n, uint64_t *unmapped, size_t *done);
 
 /**
  * s2pt_protect() - set the permissions of every valid leaf in [ipa, ipa + size) to @prot.
