@@ -150,6 +150,9 @@ static int check_table(struct checker *c, uint32_t index, uint64_t nentries, int
 		if (!pte)
 			continue;
 		nonzero++;
+		if (!(pool->hint[index] >> (i >> s2pt__hint_shift(pool)) & 1))
+			return fail(c, "entry %llu of table page %#llx is not in its occupancy hint",
+				    (unsigned long long)i, (unsigned long long)page_pa);
 		if (i >= nentries)
 			return fail(c, "entry %llu of root page %#llx lies beyond the IPA space",
 				    (unsigned long long)i, (unsigned long long)page_pa);

@@ -63,6 +63,29 @@ static inline uint32_t s2pt__ptep_index(const struct s2pt_pool *pool, const uint
 	return (uint32_t)(((const uint8_t *)ptep - pool->mem) >> pool->granule_shift);
 }
 
+/* Index of an entry within its page. */
+static inline uint64_t s2pt__ptep_slot(const struct s2pt_pool *pool, const uint64_t *ptep)
+{
+	return (((const uint8_t *)ptep - pool->mem) >> 3) & ((1ull << (pool->granule_shift - 3)) - 1);
+}
+
+/* log2 of the entries one occupancy-hint bit stands for (a 64th of the page). */
+static inline uint32_t s2pt__hint_shift(const struct s2pt_pool *pool)
+{
+	return pool->granule_shift - 3 - 6;
+}
+
+/* Entries ptep[0 .. nr-1] (one page) may now be non-zero. */
+static inline void s2pt__hint_range(struct s2pt_pool *pool, const uint64_t *ptep, uint32_t nr)
+{
+	uint32_t page = s2pt__ptep_index(pool, ptep);
+	uint64_t first = s2pt__ptep_slot(pool, ptep);
+	uint32_t shift = s2pt__hint_shift(pool);
+	uint64_t lo = first >> shift, hi = (first + nr - 1) >> shift;
+
+	pool->hint[page] |= (hi == 63 ? ~0ull : (2ull << hi) - 1) & ~((1ull << lo) - 1);
+}
+
 /*
  * Write an entry and keep KVM's count: a page holds 1 + its non-zero entries, so only a
  * zero <-> non-zero change moves the count of the page the entry lives in.
@@ -72,6 +95,8 @@ static inline void s2pt__set_pte(struct s2pt_pgtable *pt, uint64_t *ptep, uint64
 	uint64_t old = *ptep;
 
 	*ptep = pte;
+	if (pte)
+		s2pt__hint_range(pt->pool, ptep, 1);
 	if (!old != !pte) {
 		uint32_t *rc = &pt->pool->refcount[s2pt__ptep_index(pt->pool, ptep)];
 

@@ -185,6 +185,7 @@ static int split_block(const struct s2pt_walk_ctx *ctx, int keep)
 		for (uint64_t i = 0; i < nentries; i++)
 			child[i] = s2pt_leaf_pte(pa + i * step, attrs, ctx->level + 1);
 		pt->pool->refcount[index] += (uint32_t)nentries;
+		pt->pool->hint[index] = ~0ull;
 	}
 	if (s2pt_pte_valid(ctx->old))
 		s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr, s2pt__span(cfg, ctx->level), ctx->level);
@@ -237,8 +238,10 @@ static int map_run(const struct s2pt_walk_ctx *ctx, const struct map_args *m)
 		for (uint32_t i = 0; i < nr; i++)
 			ptep[i] = pte + i * span;
 		*count += nr;
+		s2pt__hint_range(pt->pool, ptep, nr);
 		return 0;
 	}
+	s2pt__hint_range(pt->pool, ptep, nr);
 	for (uint32_t i = 0; i < nr; i++, pte += span) {
 		uint64_t old = ptep[i];
 
@@ -377,33 +380,52 @@ struct unmap_args {
 	uint64_t unmapped;
 };
 
-/* A run of whole entries; sparse tables are the common case, so zeros are skipped fast. */
+/*
+ * A run of whole entries. Sparse tables are the common case, so only the parts of the page
+ * that the occupancy hint marks are read, and the scan stops once the page's count says it
+ * is empty (count 1, kvm_page_empty).
+ */
 static void unmap_run(const struct s2pt_walk_ctx *ctx, struct unmap_args *u)
 {
 	struct s2pt_pgtable *pt = ctx->pt;
+	struct s2pt_pool *pool = pt->pool;
 	uint64_t span = s2pt__span(&pt->cfg, ctx->level);
-	uint64_t *ptep = ctx->ptep;
-	uint32_t *count = s2pt__page_count(pt, ptep);
-	uint32_t i = 0, nr = ctx->nr;
+	uint32_t page = s2pt__ptep_index(pool, ctx->ptep);
+	uint32_t *count = &pool->refcount[page];
+	uint64_t *hint = &pool->hint[page];
+	uint64_t first = s2pt__ptep_slot(pool, ctx->ptep), end = first + ctx->nr;
+	uint64_t *table = ctx->ptep - first;
+	uint32_t shift = s2pt__hint_shift(pool);
+	uint64_t lo = first >> shift, hi = (end - 1) >> shift;
+	uint64_t parts = *hint & (hi == 63 ? ~0ull : (2ull << hi) - 1) & ~((1ull << lo) - 1);
 
-	while (i < nr && *count > 1) {
-		uint64_t old;
+	while (parts && *count > 1) {
+		uint64_t b = (uint64_t)__builtin_ctzll(parts);
+		uint64_t a = b << shift, z = (b + 1) << shift;
+		uint64_t from = a > first ? a : first, to = z < end ? z : end;
+		uint64_t left = 0;
 
-		while (i + 4 <= nr && !(ptep[i] | ptep[i + 1] | ptep[i + 2] | ptep[i + 3]))
-			i += 4;
-		if (i == nr)
-			break;
-		old = ptep[i];
-		if (old) {
+		parts &= parts - 1;
+		for (uint64_t e = from; e < to; e++) {
+			uint64_t old = table[e];
+
+			if (!old)
+				continue;
 			if (s2pt_pte_valid(old)) {
 				u->unmapped += span;
-				s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr + i * span, span, ctx->level);
+				s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr + (e - first) * span, span,
+					   ctx->level);
 			}
-			ptep[i] = 0;
-			/* Count 1 (kvm_page_empty) means the rest of the page is zero. */
+			table[e] = 0;
 			--*count;
 		}
-		i++;
+		/* The part outside the run may still hold entries; the bit goes once all are 0. */
+		for (uint64_t e = a; e < from && !left; e++)
+			left = table[e];
+		for (uint64_t e = to; e < z && !left; e++)
+			left = table[e];
+		if (!left)
+			*hint &= ~(1ull << b);
 	}
 }
 

@@ -6,7 +6,7 @@
 
 size_t s2pt_pool_meta_bytes(uint32_t pages)
 {
-	return (size_t)pages * 3 * sizeof(uint32_t);
+	return (size_t)pages * (sizeof(uint64_t) + 3 * sizeof(uint32_t));
 }
 
 int s2pt_pool_init(struct s2pt_pool *pool, void *mem, uint32_t pages, void *meta,
@@ -33,7 +33,8 @@ int s2pt_pool_init(struct s2pt_pool *pool, void *mem, uint32_t pages, void *meta
 	pool->base_pa = base_pa;
 	pool->granule_shift = shift;
 	pool->capacity = pages;
-	pool->refcount = meta;
+	pool->hint = meta;
+	pool->refcount = (uint32_t *)(pool->hint + pages);
 	pool->owner = pool->refcount + pages;
 	pool->free_stack = pool->owner + pages;
 	pool->next_owner = 1;
@@ -54,6 +55,7 @@ static void take(struct s2pt_pool *pool, uint32_t owner, uint32_t index)
 {
 	S2PT_ASSERT(pool->refcount[index] == 0 && pool->owner[index] == 0);
 	pool->refcount[index] = 1;
+	pool->hint[index] = 0;
 	pool->owner[index] = owner;
 	pool->used++;
 }

@@ -11,6 +11,20 @@ struct walk_data {
 
 static int walk_table(struct walk_data *wd, uint64_t *table, uint64_t nentries, int level);
 
+/*
+ * Prefetch the parts of a table page that its occupancy hint says can hold entries.
+ * always_inline: as a function of its own, GCC finds it free of side effects and drops it.
+ */
+static inline __attribute__((always_inline)) void prefetch_table(const struct s2pt_pool *pool, uint32_t index)
+{
+	const uint8_t *page = (const uint8_t *)s2pt__page_ptr(pool, index);
+	uint32_t part_shift = pool->granule_shift - 6;
+	uint64_t parts = pool->hint[index];
+
+	for (int k = 0; parts && k < 16; k++, parts &= parts - 1)
+		__builtin_prefetch(page + ((uint64_t)__builtin_ctzll(parts) << part_shift));
+}
+
 static int visit(struct walk_data *wd, uint64_t *ptep, int level)
 {
 	struct s2pt_pgtable *pt = wd->pt;
@@ -89,7 +103,7 @@ static int64_t visit_run(struct walk_data *wd, uint64_t *table, uint64_t idx, ui
 	ctx = (struct s2pt_walk_ctx){
 		.pt = pt,
 		.ptep = &table[idx],
-		.old = table[idx],
+		.old = 0, /* not read: the run visit reads its entries (this one could be a miss) */
 		.start = wd->start,
 		.end = wd->end,
 		.addr = addr,
@@ -133,8 +147,9 @@ static int walk_table(struct walk_data *wd, uint64_t *table, uint64_t nentries, 
 		uint64_t addr = wd->addr & ~(span - 1);
 		int ret;
 
+		/* Last-level entries are never tables: no need to read one (a cache miss). */
 		if (runs && addr >= wd->start && addr + span <= wd->end &&
-		    !s2pt_pte_is_table(table[idx], level)) {
+		    (level == 3 || !s2pt_pte_is_table(table[idx], level))) {
 			int64_t n = visit_run(wd, table, idx, nentries, level, addr, span);
 
 			if (n < 0)
@@ -144,12 +159,8 @@ static int walk_table(struct walk_data *wd, uint64_t *table, uint64_t nentries, 
 		}
 		/* Tables are scattered through the pool: start fetching the next child while this
 		 * one is visited, so a walk over many sparse tables overlaps their cache misses. */
-		if (level < 3 && idx + 1 < nentries && s2pt_pte_is_table(table[idx + 1], level)) {
-			const uint64_t *next = s2pt__child(wd->pt, table[idx + 1]);
-
-			__builtin_prefetch(next);
-			__builtin_prefetch(next + 8);
-		}
+		if (level < 3 && idx + 1 < nentries && s2pt_pte_is_table(table[idx + 1], level))
+			prefetch_table(wd->pt->pool, s2pt__child_index(wd->pt, table[idx + 1]));
 		ret = visit(wd, &table[idx], level);
 		if (ret)
 			return ret;

@@ -206,7 +206,7 @@ void snap_take(struct snap *s, const struct fx *f)
 	if (s->mem)
 		memcpy(s->mem, f->pool.mem, s->mem_bytes);
 	if (s->meta)
-		memcpy(s->meta, f->pool.refcount, s->meta_bytes);
+		memcpy(s->meta, f->pool.hint, s->meta_bytes);
 	s->pool = f->pool;
 	s->table_pages = f->pt.table_pages;
 	s->root_pa = f->pt.root_pa;
@@ -223,8 +223,8 @@ const char *snap_diff(const struct snap *s, const struct fx *f)
 		return "snapshot allocation failed";
 	if (memcmp(s->mem, p->mem, s->mem_bytes))
 		return "pool memory";
-	if (memcmp(s->meta, p->refcount, s->meta_bytes))
-		return "refcount/owner/free-stack arrays";
+	if (memcmp(s->meta, p->hint, s->meta_bytes))
+		return "hint/refcount/owner/free-stack arrays";
 	if (s->pool.used != p->used || s->pool.hiwater != p->hiwater || s->pool.nfree != p->nfree ||
 	    s->pool.next_owner != p->next_owner || s->pool.live_tables != p->live_tables ||
 	    s->pool.capacity != p->capacity)

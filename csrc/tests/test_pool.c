@@ -8,12 +8,12 @@ TEST(pool_init_arguments)
 {
 	struct s2pt_pool p;
 	uint64_t mem[512 * 4];
-	uint32_t meta[3 * 4];
+	uint64_t meta[5 * 4 / 2]; /* 20 bytes a page: hint (8), count, owner, free slot (4 each) */
 
 	memset(mem, 0, sizeof(mem));
 	memset(meta, 0, sizeof(meta));
-	CHECK_EQ(s2pt_pool_meta_bytes(4), 48);
-	CHECK_EQ(s2pt_pool_meta_bytes(1), 12);
+	CHECK_EQ(s2pt_pool_meta_bytes(4), 80);
+	CHECK_EQ(s2pt_pool_meta_bytes(1), 20);
 	CHECK_EQ(s2pt_pool_init(NULL, mem, 4, meta, 0, 4096), S2PT_EINVAL);
 	CHECK_EQ(s2pt_pool_init(&p, NULL, 4, meta, 0, 4096), S2PT_EINVAL);
 	CHECK_EQ(s2pt_pool_init(&p, mem, 4, NULL, 0, 4096), S2PT_EINVAL);

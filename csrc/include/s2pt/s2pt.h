@@ -238,6 +238,9 @@ static inline uint32_t s2pt_level_shift(const struct s2pt_config *cfg, int level
  * @hiwater:    pages at or above this index have never been allocated (still zero and,
  *              with lazily committed memory, not yet backed).
  * @nfree:      entries in @free_stack.
+ * @hint:       per page, an occupancy hint: bit b stands for the b-th 64th of the page's
+ *              entries, and a clear bit means those entries are all zero (a set bit may be
+ *              stale). Unmap reads only the parts of a sparse table that can hold entries.
  * @refcount:   per page; 0 = free, otherwise 1 + non-zero entries.
  * @owner:      per page; id of the page table that owns it, 0 = free.
  * @free_stack: indices of freed pages below @hiwater, reused last-in first-out.
@@ -255,6 +258,7 @@ struct s2pt_pool {
 	uint32_t used;
 	uint32_t hiwater;
 	uint32_t nfree;
+	uint64_t *hint;
 	uint32_t *refcount;
 	uint32_t *owner;
 	uint32_t *free_stack;
@@ -264,7 +268,7 @@ struct s2pt_pool {
 
 /**
  * s2pt_pool_meta_bytes() - bytes of metadata s2pt_pool_init() needs for @pages pages
- * (refcounts, owners and the free stack: 12 bytes per page).
+ * (occupancy hints, refcounts, owners and the free stack: 20 bytes per page).
  */
 size_t s2pt_pool_meta_bytes(uint32_t pages);
 
@@ -273,7 +277,7 @@ size_t s2pt_pool_meta_bytes(uint32_t pages);
  * @pool:    the pool.
  * @mem:     @pages * granule bytes, zero-filled, aligned to 8 bytes.
  * @pages:   capacity, 1..2^31.
- * @meta:    s2pt_pool_meta_bytes(@pages) bytes, zero-filled, aligned to 4 bytes.
+ * @meta:    s2pt_pool_meta_bytes(@pages) bytes, zero-filled, aligned to 8 bytes.
  * @base_pa: PA of page 0: granule-aligned, and the whole pool must lie below 2^52.
  * @granule: 4096, 16384 or 65536.
  *
@@ -582,7 +586,8 @@ int s2pt_stats(const struct s2pt_pgtable *pt, struct s2pt_stats *out);
  * 1 + non-zero entries, no non-root table is empty, every table page is reachable exactly
  * once and owned by @pt, no page of @pt is unreachable, descriptors are well formed (types
  * allowed at their level, addresses aligned and inside the PA size, no stray bits), the
- * free stack holds distinct, free, zero pages.
+ * free stack holds distinct, free, zero pages, and every non-zero entry lies in a part of
+ * its page that the occupancy hint marks.
  * @msg, @msg_len: a description of the first violation (may be NULL / 0).
  * Return: 0, S2PT_EINVARIANT, S2PT_EDESTROYED.
  */
@@ -612,7 +617,8 @@ enum s2pt_walk_flags {
  * @ptep:  the entry; a LEAF or TABLE_PRE callback may rewrite it and the walker re-reads it,
  *         so installing a table makes the walk descend, and installing a leaf over a table
  *         makes it skip the subtree.
- * @old:   the entry's value when the visit started.
+ * @old:   the entry's value when the visit started (0 in S2PT_WALK_LEAF_RUN visits, which
+ *         read ptep[0..nr-1] themselves).
  * @start, @end: the walked range.
  * @addr:  first IPA of the entry's span (aligned down to the span).
  * @level: the entry's level.
