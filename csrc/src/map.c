@@ -159,6 +159,30 @@ static uint64_t need_edges(const struct s2pt_pgtable *pt, const uint64_t *table,
 }
 
 /*
+ * An upper bound on the pages any change of [a, b) can allocate: one table per entry the
+ * range touches at each level above the last (a split or a new table needs no more). When
+ * the pool has that many free pages the exact count is not needed, so the common case of a
+ * large pool skips the counting walk. Debug builds always count and check the bound.
+ */
+static uint64_t alloc_bound(const struct s2pt_pgtable *pt, uint64_t a, uint64_t b)
+{
+	uint64_t bound = 0;
+
+	for (int level = pt->cfg.start_level; level < 3; level++) {
+		uint32_t shift = s2pt_level_shift(&pt->cfg, level);
+
+		bound += ((b - 1) >> shift) - (a >> shift) + 1;
+	}
+	return bound;
+}
+
+/* The pool surely has every page the change needs (never trusted in debug builds). */
+static inline int bound_settles(const struct s2pt_pgtable *pt, uint64_t a, uint64_t b)
+{
+	return !S2PT_DEBUG && alloc_bound(pt, a, b) <= s2pt_pool_free_pages(pt->pool);
+}
+
+/*
  * Replace the block at ctx->ptep by a table. With @keep, the table holds the block's mapping
  * as next-level leaves (same attributes, consecutive output addresses), so the part of the
  * block outside the range stays mapped; without it the table starts empty (the range covers
@@ -316,6 +340,37 @@ static int map_check(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, u
 	return 0;
 }
 
+/*
+ * The common case of callers that map a page per call: the tables down to the last level
+ * exist, so the change is one entry and needs no page. Returns 1 when done, 0 when the
+ * general path must run (a hole or a block on the way).
+ */
+static int map_page_fast(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t attrs)
+{
+	const struct s2pt_config *cfg = &pt->cfg;
+	uint64_t *table = pt->root;
+	uint64_t *ptep, pte;
+
+	for (int level = cfg->start_level;; level++) {
+		uint64_t idx = ipa >> s2pt_level_shift(cfg, level);
+
+		/* The start level indexes the whole concatenated root. */
+		ptep = &table[level == cfg->start_level ? idx : idx & ((1ull << cfg->stride) - 1)];
+		if (level == 3)
+			break;
+		if (!s2pt_pte_is_table(*ptep, level))
+			return 0;
+		table = s2pt__child(pt, *ptep);
+	}
+	pte = s2pt_leaf_pte(pa, attrs, 3);
+	if (*ptep == pte)
+		return 1; /* already exactly this: no write, no event */
+	if (s2pt_pte_valid(*ptep))
+		s2pt__tlbi(pt, S2PT_TLBI_IPA, ipa, 1ull << cfg->granule_shift, 3);
+	s2pt__set_pte(pt, ptep, pte);
+	return 1;
+}
+
 /* Reserve, then change: the arguments are already checked. */
 static int map_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
 		     uint32_t prot, uint32_t memattr, uint32_t flags)
@@ -335,8 +390,14 @@ static int map_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_
 	m.pa = pa;
 	m.attrs = s2pt_leaf_attrs(prot, memattr, !(flags & S2PT_MAP_NO_AF));
 	m.blocks = !(flags & S2PT_MAP_NO_BLOCKS);
-	need = need_map(pt, &m, pt->root, pt->cfg.root_entries, pt->cfg.start_level, ipa,
-			ipa + size);
+	pt->allocs = 0;
+	if (size == (1ull << pt->cfg.granule_shift) && map_page_fast(pt, ipa, pa, m.attrs))
+		return 0;
+	need = bound_settles(pt, ipa, ipa + size)
+		       ? 0
+		       : need_map(pt, &m, pt->root, pt->cfg.root_entries,
+				  pt->cfg.start_level, ipa, ipa + size);
+	S2PT_ASSERT(need <= alloc_bound(pt, ipa, ipa + size));
 	if (need > s2pt_pool_free_pages(pt->pool))
 		return S2PT_ENOMEM;
 	pt->allocs = 0;
@@ -478,8 +539,11 @@ static int unmap_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uin
 
 	if (size == 0)
 		return 0;
-	need = need_edges(pt, pt->root, pt->cfg.root_entries, pt->cfg.start_level, ipa, ipa + size,
-			  -1);
+	need = bound_settles(pt, ipa, ipa + size)
+		       ? 0
+		       : need_edges(pt, pt->root, pt->cfg.root_entries,
+				    pt->cfg.start_level, ipa, ipa + size, -1);
+	S2PT_ASSERT(need <= alloc_bound(pt, ipa, ipa + size));
 	if (need > s2pt_pool_free_pages(pt->pool))
 		return S2PT_ENOMEM;
 	pt->allocs = 0;
@@ -599,8 +663,11 @@ int s2pt_protect(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t 
 		if (ret)
 			return ret;
 	}
-	need = need_edges(pt, pt->root, pt->cfg.root_entries, pt->cfg.start_level, ipa, ipa + size,
-			  prot);
+	need = bound_settles(pt, ipa, ipa + size)
+		       ? 0
+		       : need_edges(pt, pt->root, pt->cfg.root_entries,
+				    pt->cfg.start_level, ipa, ipa + size, prot);
+	S2PT_ASSERT(need <= alloc_bound(pt, ipa, ipa + size));
 	if (need > s2pt_pool_free_pages(pt->pool))
 		return S2PT_ENOMEM;
 	pt->allocs = 0;

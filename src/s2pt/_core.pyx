@@ -1,7 +1,14 @@
 # The Cython layer: converts arguments, calls the C core, turns its codes into exceptions.
 # No page-table logic lives here.
 cimport cython
+from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from cpython.long cimport PyLong_Check
+
+cdef extern from "Python.h":
+    # Declared without Cython's exception check: the caller tests for -1 itself and raises
+    # its own error class.
+    unsigned long long PyLong_AsUnsignedLongLong(object value) noexcept
+    unsigned long PyLong_AsUnsignedLong(object value) noexcept
 from cpython.buffer cimport PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -63,25 +70,33 @@ cdef object _int(object value, str name):
             f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
 
 
-# The hot paths (map, unmap, translate per call) take ints, IntFlag and numpy integers
-# straight to C; anything else goes through operator.index so that 4096.5 is an error.
+cdef int _int_error(object value, str name, object exc_type, str limits) except -1:
+    """Turn the OverflowError of a failed conversion into ``exc_type``."""
+    PyErr_Clear()
+    raise exc_type(f"{name}={value!r} {limits}")
+
+
+# The hot paths (map, unmap, translate per call) take ints, IntFlag and bools straight to C
+# with no try block; anything else goes through operator.index so that 4096.5 is an error.
 cdef inline uint64_t _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
     """A Python int as uint64: negative or too large is a RangeError, not an OverflowError."""
+    cdef unsigned long long v
     if not PyLong_Check(value):
         value = _int(value, name)
-    try:
-        return <uint64_t>value
-    except OverflowError:
-        raise RangeError(f"{name}={value!r} does not fit in 64 bits (0 .. 2**64-1)") from None
+    v = PyLong_AsUnsignedLongLong(value)
+    if v == <unsigned long long>-1 and PyErr_Occurred():
+        _int_error(value, name, RangeError, "does not fit in 64 bits (0 .. 2**64-1)")
+    return v
 
 
 cdef inline uint32_t _u32(object value, str name) except? 0xFFFFFFFF:
+    cdef unsigned long v
     if not PyLong_Check(value):
         value = _int(value, name)
-    try:
-        return <uint32_t>value
-    except OverflowError:
-        raise InvalidArgumentError(f"{name}={value!r} is out of range") from None
+    v = PyLong_AsUnsignedLong(value)
+    if (v == <unsigned long>-1 and PyErr_Occurred()) or v > 0xFFFFFFFF:
+        _int_error(value, name, InvalidArgumentError, "is out of range")
+    return <uint32_t>v
 
 
 cdef const uint64_t[::1] _u64_array(object ipas, str name="ipas") except *:
