@@ -149,3 +149,31 @@ def test_empty_batches_and_destroyed():
         pt.map_many(u64([]), u64([]), 4096)
     with pytest.raises(s2pt.DestroyedError):
         pt.unmap_many(u64([0]), 4096)
+
+
+def test_translate_many_into_caller_arrays():
+    pt = small()
+    pt.map(0, GiB, 8 * KiB, Prot.R)
+    ipas = u64([0x10, 0x1008, 0x2000, 1 << 40])
+    pa, fsc = np.full(4, 7, dtype=np.uint64), np.zeros(4, dtype=np.uint8)
+    got = pt.translate_many(ipas, s2pt.Access.WRITE, out=(pa, fsc))
+    assert got[0] is pa and got[1] is fsc
+    # Read-only pages: permission faults at level 3 (0b0011LL); beyond the pages: translation
+    # fault at level 3 (the table exists); beyond the IPA size: translation fault, level 0.
+    assert fsc.tolist() == [0x0F, 0x0F, 0x07, 0x04] and pa.tolist() == [0, 0, 0, 0]
+    pt.translate_many(ipas, out=(pa, fsc))
+    assert pa.tolist()[:2] == [GiB + 0x10, GiB + 0x1008]
+    assert fsc.tolist()[:2] == [s2pt.FSC_NONE] * 2
+
+
+@pytest.mark.parametrize("out", [
+    (np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.uint8)),
+    (np.zeros(4, dtype=np.uint64), np.zeros(3, dtype=np.uint8)),
+    (np.zeros(8, dtype=np.uint64)[::2], np.zeros(4, dtype=np.uint8)),
+    (np.zeros(4, dtype=np.uint64),),
+    None.__class__,
+], ids=["dtype", "length", "strided", "one-array", "not-a-pair"])
+def test_translate_many_out_checked(out):
+    pt = small()
+    with pytest.raises(s2pt.ArrayError):
+        pt.translate_many(u64([0, 1, 2, 3]), out=out)

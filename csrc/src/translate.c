@@ -197,13 +197,48 @@ static inline int64_t put(const struct s2pt_pgtable *pt, size_t i, uint64_t ipa,
 	return 0;
 }
 
+/* The leaf bits an access needs: (pte & mask) == want, AF first as the architecture orders. */
+static inline void access_bits(uint32_t access, uint64_t *mask, uint64_t *want)
+{
+	static const uint64_t perm[] = {S2PT_PTE_S2AP_R, S2PT_PTE_S2AP_W, S2PT_PTE_XN};
+
+	*mask = S2PT_PTE_AF | perm[access];
+	/* Read and write need their S2AP bit set; execute needs XN clear. */
+	*want = S2PT_PTE_AF | (access == S2PT_ACCESS_EXEC ? 0 : perm[access]);
+}
+
+/*
+ * The outcome of IPA @i from the descriptor the walk stopped at (@level): anything but a
+ * readable page, i.e. blocks, faults, and broken tables, comes here.
+ */
+static inline int walk_end(const struct s2pt_pgtable *pt, size_t i, uint64_t ipa, uint64_t pte,
+			   int level, uint32_t access, uint64_t *pa_out, uint8_t *fsc_out,
+			   int64_t *faults)
+{
+	uint64_t addr;
+	uint32_t kind;
+
+	switch (step(pt, pte, level, &addr, &kind)) {
+	case STEP_LEAF:
+		*faults += put(pt, i, ipa, pte, level, access, pa_out, fsc_out);
+		return 0;
+	case STEP_FAULT:
+		pa_out[i] = 0;
+		fsc_out[i] = (uint8_t)s2pt_fsc(kind, level);
+		++*faults;
+		return 0;
+	default: /* the callers took every table that points into the pool */
+		return S2PT_EINVARIANT;
+	}
+}
+
 /*
  * IPAs go in groups of S2PT_BATCH_LANES walks that advance level by level together: each
  * lane reads its descriptor and prefetches the next one, so by the time the group comes back
  * to a lane its line is (usually) in cache and random IPAs overlap their memory latencies.
- * Lanes of a group mostly stop at the same level, which keeps the branches predictable. The
- * common step, a table descriptor that points into the pool, is decided inline; anything
- * else goes through step().
+ * The common steps are decided inline with branches that go the same way for every lane of
+ * a level: a table descriptor into the pool above the last level, and at the last level a
+ * page the access may use. Anything else (blocks, faults) goes through step().
  */
 int64_t s2pt_translate_many(const struct s2pt_pgtable *pt, const uint64_t *ipas, size_t n,
 			    uint32_t access, uint64_t *pa_out, uint8_t *fsc_out)
@@ -212,22 +247,30 @@ int64_t s2pt_translate_many(const struct s2pt_pgtable *pt, const uint64_t *ipas,
 	const struct s2pt_pool *pool = pt->pool;
 	const uint64_t oa_mask = s2pt_oa_mask(cfg->granule_shift);
 	/* Every pool page lies below 2^pa_bits (s2pt_pgtable_init), so "inside the pool" also
-	 * rules out an address-size fault. */
+	 * rules out an address-size fault for a table address. */
 	const uint64_t pool_bytes = s2pt__pool_end_pa(pool) - pool->base_pa;
+	const uint64_t pa_limit = 1ull << cfg->pa_bits;
 	const uint64_t entry_mask = (1ull << cfg->stride) - 1;
+	const uint64_t page_mask = (1ull << cfg->granule_shift) - 1;
 	const int start = cfg->start_level;
 	const uint64_t *table[S2PT_BATCH_LANES];
+	uint64_t mask, want;
 	int64_t faults = 0;
+	int ret;
 
 	if (pt->destroyed)
 		return S2PT_EDESTROYED;
 	if (access > S2PT_ACCESS_EXEC)
 		return S2PT_EINVAL;
+	access_bits(access, &mask, &want);
+	mask |= S2PT_PTE_TYPE_MASK;
+	want |= S2PT_PTE_TYPE_PAGE;
 	for (size_t base = 0; base < n; base += S2PT_BATCH_LANES) {
 		const uint64_t *ipa = &ipas[base];
 		uint32_t m = n - base < S2PT_BATCH_LANES ? (uint32_t)(n - base) : S2PT_BATCH_LANES;
 		uint32_t pending = 0;
 		uint32_t shift = s2pt_level_shift(cfg, start);
+		int level;
 
 		for (uint32_t g = 0; g < m; g++) {
 			if (S2PT_UNLIKELY(ipa[g] >> cfg->ipa_bits)) {
@@ -242,41 +285,49 @@ int64_t s2pt_translate_many(const struct s2pt_pgtable *pt, const uint64_t *ipas,
 			pending++;
 		}
 		/* table[g] points at the lane's next descriptor; NULL once the lane is done. */
-		for (int level = start; pending; level++) {
-			uint32_t next_shift = level < 3 ? s2pt_level_shift(cfg, level + 1) : 0;
+		for (level = start; level < 3 && pending; level++) {
+			uint32_t next_shift = s2pt_level_shift(cfg, level + 1);
 
 			for (uint32_t g = 0; g < m; g++) {
 				uint64_t pte, addr;
-				uint32_t kind;
 
 				if (!table[g])
 					continue;
 				pte = *table[g];
 				addr = (pte & oa_mask) - pool->base_pa;
-				if (S2PT_LIKELY(level < 3 &&
-						(pte & S2PT_PTE_TYPE_MASK) == S2PT_PTE_TYPE_TABLE &&
+				if (S2PT_LIKELY((pte & S2PT_PTE_TYPE_MASK) == S2PT_PTE_TYPE_TABLE &&
 						addr < pool_bytes)) {
 					table[g] = (const uint64_t *)(pool->mem + addr) +
 						   ((ipa[g] >> next_shift) & entry_mask);
 					__builtin_prefetch(table[g]);
 					continue;
 				}
-				switch (step(pt, pte, level, &addr, &kind)) {
-				case STEP_LEAF:
-					faults += put(pt, base + g, ipa[g], pte, level, access, pa_out,
-						      fsc_out);
-					break;
-				case STEP_FAULT:
-					pa_out[base + g] = 0;
-					fsc_out[base + g] = (uint8_t)s2pt_fsc(kind, level);
-					faults++;
-					break;
-				default: /* STEP_TABLE cannot happen: the fast path took every table */
-					return S2PT_EINVARIANT;
-				}
+				ret = walk_end(pt, base + g, ipa[g], pte, level, access, pa_out,
+					       fsc_out, &faults);
+				if (ret)
+					return ret;
 				table[g] = NULL;
 				pending--;
 			}
+		}
+		if (!pending)
+			continue;
+		for (uint32_t g = 0; g < m; g++) {
+			uint64_t pte, addr;
+
+			if (!table[g])
+				continue;
+			pte = *table[g];
+			addr = pte & oa_mask;
+			if (S2PT_LIKELY((pte & mask) == want && addr < pa_limit)) {
+				pa_out[base + g] = addr | (ipa[g] & page_mask);
+				fsc_out[base + g] = S2PT_FSC_NONE;
+				continue;
+			}
+			ret = walk_end(pt, base + g, ipa[g], pte, 3, access, pa_out, fsc_out,
+				       &faults);
+			if (ret)
+				return ret;
 		}
 	}
 	return faults;

@@ -134,6 +134,22 @@ cdef const uint64_t[::1] _size_arg(object sizes, Py_ssize_t n, size_t *stride) e
     return arr
 
 
+cdef tuple _out_arrays(object out, Py_ssize_t n):
+    """Check caller-provided (pa, fsc) output arrays."""
+    try:
+        pa, fsc = out
+    except (TypeError, ValueError):
+        raise ArrayError("out must be a (pa, fsc) pair of arrays") from None
+    for arr, name, dtype in ((pa, "pa", np.uint64), (fsc, "fsc", np.uint8)):
+        if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.ndim != 1:
+            raise ArrayError(f"out {name} must be a 1-D numpy {np.dtype(dtype)} array")
+        if not arr.flags.c_contiguous or not arr.flags.writeable:
+            raise ArrayError(f"out {name} must be C-contiguous and writeable")
+        if arr.shape[0] != n:
+            raise ArrayError(f"out {name} has {arr.shape[0]} elements, ipas {n}")
+    return pa, fsc
+
+
 # ---- zero-copy views ----------------------------------------------------------------------
 
 cdef class _View:
@@ -672,31 +688,34 @@ cdef class Stage2:
             return None
         _raise(rc)
 
-    def translate_many(self, ipas, access=Access.READ):
+    def translate_many(self, ipas, access=Access.READ, *, out=None):
         """Translate every IPA of a 1-D uint64 array in one C loop.
 
         Returns ``(pa, fsc)``: uint64 output addresses (0 where it faulted) and uint8 fault
         status codes (``FSC_NONE`` where it did not). A numpy input must already be a
         C-contiguous uint64 array (no silent casts); sequences of ints are converted.
+        ``out=(pa, fsc)`` fills caller-owned arrays (C-contiguous uint64 and uint8 of the same
+        length) instead of allocating, for callers that translate batch after batch.
         """
         cdef const uint64_t[::1] src = _u64_array(ipas)
         cdef uint32_t acc = _u32(access, "access")
         cdef Py_ssize_t n = src.shape[0]
-        self._live()
-        pa = np.empty(n, dtype=np.uint64)
-        fsc = np.empty(n, dtype=np.uint8)
-        cdef uint64_t[::1] pa_v = pa
-        cdef uint8_t[::1] fsc_v = fsc
+        cdef uint64_t[::1] pa_v
+        cdef uint8_t[::1] fsc_v
         cdef int64_t rc
-        if n == 0:
-            if acc > 2:
-                raise InvalidArgumentError(f"access={access!r} must be an Access")
-            return pa, fsc
-        rc = s2pt_translate_many(&self.pt, &src[0], n, acc, &pa_v[0], &fsc_v[0])
-        if rc < 0:
-            if rc == S2PT_EINVAL:
-                raise InvalidArgumentError(f"access={access!r} must be an Access")
-            _raise(<int>rc)
+        self._live()
+        if out is None:
+            pa, fsc = np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint8)
+        else:
+            pa, fsc = _out_arrays(out, n)
+        pa_v, fsc_v = pa, fsc
+        if acc > S2PT_ACCESS_EXEC:
+            raise InvalidArgumentError(f"access={access!r} must be an Access")
+        if n:
+            with nogil:
+                rc = s2pt_translate_many(&self.pt, &src[0], n, acc, &pa_v[0], &fsc_v[0])
+            if rc < 0:
+                _raise(<int>rc)
         return pa, fsc
 
     def walk(self, ipa):

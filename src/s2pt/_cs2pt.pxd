@@ -24,6 +24,9 @@ cdef extern from "s2pt/s2pt.h" nogil:
         S2PT_PROT_PX
         S2PT_PROT_UX
         S2PT_PROT_X
+        S2PT_ACCESS_READ
+        S2PT_ACCESS_WRITE
+        S2PT_ACCESS_EXEC
         S2PT_FSC_NONE
         S2PT_MAX_LEVELS
         S2PT_CONFIG_LPA2
@@ -135,7 +138,7 @@ cdef extern from "s2pt/s2pt.h" nogil:
     int s2pt_lookup(const s2pt_pgtable *pt, uint64_t ipa, s2pt_translation *out,
                     s2pt_fault *fault)
     int64_t s2pt_translate_many(const s2pt_pgtable *pt, const uint64_t *ipas, size_t n,
-                                uint32_t access, uint64_t *pa_out, uint8_t *fsc_out)
+                                uint32_t access, uint64_t *pa_out, uint8_t *fsc_out) nogil
 
     struct s2pt_walk_step:
         int32_t level
