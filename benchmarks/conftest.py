@@ -1,33 +1,48 @@
-"""Shared fixtures: seeded IPA sets and pre-built tables for the benchmarks."""
+"""Collects ns per operation from the benchmarks and prints the speed table at the end:
+median per row, configuration and scale, the kernel's figure, the target, and the ratio to
+the reference model measured at the same (small) scale in the same run."""
 
-import numpy as np
-import pytest
+import os
 
-import s2pt
+# numpy's OpenBLAS threads spin on the second core of a 2-core machine; nothing here uses BLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-GiB = 1 << 30
-PAGE = 4096
-PAGES_PER_GIB = GiB // PAGE
+import pytest  # noqa: E402
 
+from s2pt import perf  # noqa: E402
 
-@pytest.fixture(scope="session")
-def rng():
-    return np.random.default_rng(20261124)
-
-
-@pytest.fixture(scope="session")
-def sequential_vm():
-    """4K/40-bit VM with 1 GiB mapped as 4 KiB pages at IPA 0."""
-    pt = s2pt.Stage2(ipa_bits=40, granule=PAGE)
-    pt.map(0, 1 << 32, GiB, blocks=False)
-    return pt
+_RESULTS = {}
 
 
 @pytest.fixture(scope="session")
-def random_vm(rng):
-    """4K/40-bit VM with 2**18 random pages inside 64 GiB (the kernel comparison's shape)."""
-    pt = s2pt.Stage2(ipa_bits=40, granule=PAGE)
-    pages = rng.choice(64 * GiB // PAGE, size=1 << 18, replace=False).astype(np.uint64)
-    for page in pages.tolist():
-        pt.map(page * PAGE, (1 << 36) + page * PAGE, PAGE)
-    return pt, pages * np.uint64(PAGE)
+def record():
+    """record(row, config, scale, engine, ns_per_op) for the summary table."""
+    def put(row, config, scale, engine, ns):
+        _RESULTS[(row, config, scale, engine)] = ns
+    return put
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _RESULTS:
+        return
+    write = terminalreporter.write_line
+    write("")
+    write("s2pt speed table: median ns per operation (benchmark-disable runs are single shots)")
+    write(f"{'row':<17} {'config':<6} {'unit':<6} {'kernel':>7} {'target':>7} {'cache':>8} "
+          f"{'full':>8} {'met':>4} {'model/s2pt':>11}")
+    for row in perf.ROWS:
+        for config in row.configs:
+            cache = _RESULTS.get((row.name, config, "cache", "s2pt"))
+            full = _RESULTS.get((row.name, config, "full", "s2pt"))
+            if cache is None and full is None:
+                continue
+            small = _RESULTS.get((row.name, config, "model", "s2pt"))
+            model = _RESULTS.get((row.name, config, "model", "model"))
+            ratio = f"{model / small:,.0f}x" if small and model else "-"
+            met = "yes" if full is not None and full <= row.target_ns else "NO"
+            write(f"{row.name:<17} {config:<6} {row.unit:<6} {row.kernel_ns:>7} "
+                  f"{row.target_ns:>7} {_ns(cache):>8} {_ns(full):>8} {met:>4} {ratio:>11}")
+
+
+def _ns(value):
+    return "-" if value is None else f"{value:.2f}"

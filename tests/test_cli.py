@@ -69,3 +69,25 @@ def test_python_dash_m(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "s2pt", "geometry", "--ipa-bits", "40"],
                           capture_output=True, text=True, cwd=tmp_path, check=True)
     assert "0x80053558" in proc.stdout
+
+
+@pytest.mark.parametrize("config", ["4k40", "64k42"])
+def test_bench_small(capsys, config):
+    """Every row runs (on s2pt and the model), each result is checked inside perf, and the
+    table-page row reports KVM's count; at the model scale targets are not judged."""
+    code = main(["bench", "--config", config, "--scale", "model", "--repeat", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for title in ("map 1 GiB of pages, one call", "translate_many, random pages in 64 GiB",
+                  "unmap one page per call (Python loop)"):
+        assert title in out
+    assert re.search(r"table pages for the random pages\s+pages\s+-\s+KVM\s+\d+\s+yes", out)
+    assert "ratio" in out and "machine:" in out
+
+
+def test_bench_one_row_no_model(capsys):
+    code = main(["bench", "--scale", "cache", "--repeat", "1", "--row", "unmap_random",
+                 "--no-model"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "unmap the whole range, random pages" in out and "model" not in out.split("\n")[3]

@@ -1,4 +1,4 @@
-"""The ``s2pt`` command: ``s2pt geometry`` and ``s2pt demo``."""
+"""The ``s2pt`` command: ``s2pt geometry``, ``s2pt demo`` and ``s2pt bench``."""
 
 from __future__ import annotations
 
@@ -163,6 +163,59 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _machine() -> str:
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            cpu = f"{names[0]}, {len(names)} CPUs"
+    except OSError:
+        pass
+    return f"{cpu}; Python {platform.python_version()}; {platform.system()} {platform.release()}"
+
+
+def bench(args: argparse.Namespace) -> int:
+    """The speed table on this machine: median ns per operation, and the reference model's."""
+    import os
+    import time
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from . import perf
+    from .model import ReferenceStage2
+
+    rows = [perf.ROW[name] for name in args.rows] if args.rows else perf.ROWS
+    started = time.perf_counter()
+    out = print
+    out(f"s2pt bench: {args.config}, {args.scale} scale, median of {args.repeat} runs; "
+        f"TLB event log off (the kernel's figures stub TLB maintenance out)")
+    out(f"machine: {_machine()}")
+    out(f"\n{'operation':<44} {'unit':<6} {'kernel':>7} {'target':>7} {'s2pt':>9} {'met':>4}"
+        + ("" if args.no_model else f" {'model':>11} {'ratio':>9}"))
+    ok = True
+    for row in rows:
+        ns = perf.measure(row, Stage2, args.config, args.scale, args.repeat)
+        met = ns <= row.target_ns
+        ok &= met or args.scale != "full"
+        line = (f"{row.title:<44} {row.unit:<6} {row.kernel_ns:>7} {row.target_ns:>7} "
+                f"{ns:>9.2f} {'yes' if met else 'no':>4}")
+        if not args.no_model:
+            small = perf.measure(row, Stage2, args.config, "model", args.repeat)
+            model = perf.measure(row, ReferenceStage2, args.config, "model", 1)
+            line += f" {model:>11.0f} {model / small:>8,.0f}x"
+        out(line)
+    used, expected = perf.table_pages(args.config, args.scale)
+    out(f"{'table pages for the random pages':<44} {'pages':<6} "
+        f"{perf.KERNEL_TABLE_PAGES if args.scale == 'full' else '-':>7} {'KVM':>7} {used:>9} "
+        f"{'yes' if used == expected else 'no':>4}   (KVM's rule: {expected})")
+    out(f"\nkernel: arch/arm64/kvm/hyp/pgtable.c as a user-space program, same kind of machine, "
+        f"4K/40-bit. model: s2pt.model.ReferenceStage2 at the small scale, ratio = model/s2pt "
+        f"at that scale. {time.perf_counter() - started:.1f} s.")
+    return 0 if ok and used == expected else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="s2pt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="a VM with a guest layout: walks, faults, unmaps")
     p.add_argument("--granule", type=int, default=4096, choices=(4096, 16384, 65536))
     p.set_defaults(func=demo)
+
+    p = sub.add_parser("bench", help="the speed table on this machine (under a minute)")
+    p.add_argument("--config", default="4k40", choices=("4k40", "4k48", "16k40", "64k42"))
+    p.add_argument("--scale", default="full", choices=("full", "cache", "model"),
+                   help="full: 1 GiB of pages, 2**18 random pages in 64 GiB (default)")
+    p.add_argument("--repeat", type=int, default=5, help="runs per row; the median is shown")
+    p.add_argument("--row", dest="rows", action="append",
+                   choices=[row.name for row in __import__("s2pt.perf").perf.ROWS],
+                   help="only this row (repeatable)")
+    p.add_argument("--no-model", action="store_true", help="skip the reference model")
+    p.set_defaults(func=bench)
 
     args = parser.parse_args(argv)
     try:
