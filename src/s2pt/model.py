@@ -1,0 +1,658 @@
+"""A pure-Python reference model of :class:`s2pt.Stage2`, for differential testing.
+
+The model is written to be obviously right rather than fast. Its whole state is one dict of
+leaves::
+
+    {(level, ipa): _Leaf(pa, prot, memattr, af)}
+
+where ``ipa`` is the (span-aligned) first IPA the leaf maps. There are no descriptors, no
+reference counts and no pool pages. The table pages are *derived* from the leaves: the root
+pages (``root_tables`` of them, always present) plus, for every leaf at a level ``L`` below the
+start level, each ancestor table on its path, one per level ``l`` in ``start_level+1 .. L``,
+identified by ``(l, ipa aligned to the span of a level l-1 entry)``. That is KVM's rule that a
+table page exists exactly while it holds a non-zero entry (``kvm_page_empty``), so the table
+count needs no bookkeeping.
+
+Every change is computed as a new leaf dict, its tables derived, and only then committed; so a
+failed call (bad argument or pool exhaustion) changes nothing, as the contract demands. The
+pages a change needs are the table positions of the new state that the old state did not have
+(pages the same change frees are not credited: the engine reserves before it frees). A
+:class:`ReferencePool` does the page accounting, for one model or several sharing a pool
+(``pool_pages=None``: unlimited). Everything else the model keeps (the sorted leaf list, the
+Mapping records) is a cache of the leaf dict, rebuilt after each change.
+
+Semantics mirrored (see ``shared/spec/stage2.md``):
+
+* ``map``: each aligned chunk of the range gets the largest leaf whose level allows blocks
+  (``Stage2Config.min_block_level``; never a block above it), whose IPA is aligned and whose
+  output address is aligned (``(pa - ipa) % span == 0``); ``blocks=False`` gives pages only.
+  Leaves inside the range are replaced; a leaf crossing an end of the range is split so the
+  part outside stays mapped (as the largest aligned pieces, all at deeper levels) -- unless
+  blocks are enabled and that leaf already translates its part of the range exactly as asked
+  (same output address, permissions, memory attribute and access flag), in which case it is
+  left alone.
+* ``unmap`` removes exactly the range (crossing leaves split); returns the bytes that were mapped.
+* ``protect`` sets the permissions of the leaves in the range; a crossing leaf whose permissions
+  change is split; holes stay holes. Execute permission is refused on Device leaves.
+* ``set_access_flag`` changes whole leaves in place (never splits), returns how many had AF=1.
+* ``translate``: translation fault at the level the walk stopped (level 0 for an IPA beyond
+  ``ipa_bits``), then access flag, then permission (read needs R, write needs W, execute needs
+  only XN clear), each with the ESR fault status code.
+
+Argument conversion and the order of the checks follow the engine exactly, so that the same bad
+call raises the same exception class from both.
+"""
+
+from __future__ import annotations
+
+import bisect
+import operator
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
+
+import numpy as np
+
+from ._core import Stage2Config
+from ._types import FSC_NONE, FaultKind, Mapping, MemAttr, Prot, Translation
+from .errors import (
+    AlignmentError,
+    ArgumentTypeError,
+    ArrayError,
+    DestroyedError,
+    InvalidArgumentError,
+    InvariantError,
+    PoolExhaustedError,
+    RangeError,
+    Stage2Fault,
+)
+
+__all__ = ["ReferenceStage2", "ReferencePool"]
+
+_U64_LIMIT = 1 << 64
+_U32_LIMIT = 1 << 32
+
+# Stage-2 descriptor fields (Arm ARM D8, VMSAv8-64 stage 2), used only to build Translation.pte.
+_DESC_VALID = 1 << 0
+_DESC_TYPE = 1 << 1  # level 3: must be 1 (page); levels 0-2: 0 = block, 1 = table
+_DESC_MEMATTR_SHIFT = 2
+_DESC_S2AP_R = 1 << 6
+_DESC_S2AP_W = 1 << 7
+_DESC_SH_INNER = 0b11 << 8
+_DESC_AF = 1 << 10
+_DESC_XN = 1 << 54
+
+# ESR_ELx DFSC/IFSC: 0b0000LL address size, 0b0001LL translation, 0b0010LL access flag,
+# 0b0011LL permission.
+_FSC_BASE = {
+    FaultKind.ADDRESS_SIZE: 0b000000,
+    FaultKind.TRANSLATION: 0b000100,
+    FaultKind.ACCESS_FLAG: 0b001000,
+    FaultKind.PERMISSION: 0b001100,
+}
+
+_READ, _WRITE, _EXEC = 0, 1, 2
+# Prot bits as plain ints (enum arithmetic is slow and the model does a lot of it).
+_R, _W, _PX, _UX = int(Prot.R), int(Prot.W), int(Prot.PX), int(Prot.UX)
+_X = _PX | _UX
+_NEEDS = {_READ: _R, _WRITE: _W, _EXEC: _X}  # what each access kind needs
+
+
+class _Leaf(NamedTuple):
+    pa: int  # output address of the leaf's first byte (aligned to its span)
+    prot: int  # Prot bits: R, W and X (PX | UX together)
+    memattr: int  # MemAttr[3:0]
+    af: bool
+
+
+# ---- argument conversion (what the Cython layer does) ----------------------------------------
+
+
+def _int(value, name: str) -> int:
+    """A Python int; floats and strings are refused (never truncated)."""
+    if type(value) is int:
+        return value
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ArgumentTypeError(
+            f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+
+
+def _u64(value, name: str) -> int:
+    value = _int(value, name)
+    if not 0 <= value < _U64_LIMIT:
+        raise RangeError(f"{name}={value!r} does not fit in 64 bits (0 .. 2**64-1)")
+    return value
+
+
+def _u32(value, name: str) -> int:
+    value = _int(value, name)
+    if not 0 <= value < _U32_LIMIT:
+        raise InvalidArgumentError(f"{name}={value!r} is out of range")
+    return value
+
+
+def _ipa_list(ipas) -> List[int]:
+    """The IPAs of a translate_many argument: a C-contiguous 1-D uint64 array or a sequence of
+    integers in 0 .. 2**64-1."""
+    if isinstance(ipas, np.ndarray):
+        if ipas.dtype != np.uint64:
+            raise ArrayError(f"ipas must have dtype uint64, got {ipas.dtype}")
+        if ipas.ndim != 1:
+            raise ArrayError(f"ipas must be 1-D, got {ipas.ndim} dimensions")
+        if not ipas.flags.c_contiguous:
+            raise ArrayError("ipas must be C-contiguous")
+        return [int(x) for x in ipas.tolist()]
+    try:
+        values = [operator.index(x) for x in ipas]
+    except TypeError as exc:
+        raise ArrayError(f"ipas must be a 1-D sequence of integers: {exc}") from None
+    if any(not 0 <= v < _U64_LIMIT for v in values):
+        raise ArrayError("ipas must be integers in 0 .. 2**64-1")
+    return values
+
+
+def _prot_valid(prot: int) -> bool:
+    """R, W, PX, UX only; without FEAT_XNX, PX and UX must be given together."""
+    if prot & ~(_R | _W | _X):
+        return False
+    return bool(prot & _PX) == bool(prot & _UX)
+
+
+def _memattr_valid(memattr: int) -> bool:
+    """Device (MemAttr[3:2] == 0, any subtype), or Normal with outer and inner each NC/WT/WB."""
+    if memattr > 0xF:
+        return False
+    if memattr & 0xC == 0:
+        return True
+    return memattr & 0x3 != 0
+
+
+def _is_device(memattr: int) -> bool:
+    return memattr & 0xC == 0
+
+
+def _memattr_obj(memattr: int):
+    """A MemAttr member where one is defined, else the plain int (as the engine returns)."""
+    try:
+        return MemAttr(memattr)
+    except ValueError:
+        return memattr
+
+
+_PROT_OBJ = tuple(Prot(i) for i in range(16))
+_MEMATTR_OBJ = tuple(_memattr_obj(i) for i in range(16))
+
+
+# ---- pool accounting --------------------------------------------------------------------------
+
+
+class ReferencePool:
+    """Page accounting of a (possibly shared) pool: ``capacity`` pages (None: unlimited), of
+    which every live model attached to it uses its ``table_pages``."""
+
+    def __init__(self, capacity: Optional[int] = None):
+        if capacity is not None:
+            capacity = _int(capacity, "capacity")
+            if capacity <= 0:
+                raise InvalidArgumentError("capacity must be positive")
+        self.capacity = capacity
+        self._members: List[ReferenceStage2] = []
+
+    @property
+    def used(self) -> int:
+        return sum(m.table_pages for m in self._members if not m.destroyed)
+
+    @property
+    def free(self) -> Optional[int]:
+        return None if self.capacity is None else self.capacity - self.used
+
+
+# ---- the model --------------------------------------------------------------------------------
+
+
+class ReferenceStage2:
+    """The semantics of :class:`s2pt.Stage2`, from a dict of leaves (slow, simple)."""
+
+    def __init__(self, ipa_bits=40, granule=4096, pa_bits=48, vmid=1, pool_pages=None, *,
+                 pool: Optional[ReferencePool] = None):
+        self.config = Stage2Config(ipa_bits=ipa_bits, granule=granule, pa_bits=pa_bits,
+                                   vmid=vmid)
+        cfg = self.config
+        if pool is not None and pool_pages is not None:
+            raise InvalidArgumentError("give pool_pages or pool, not both")
+        if pool is None:
+            pool = ReferencePool(pool_pages)
+        self._granule = cfg.granule
+        self._stride = cfg.granule.bit_length() - 1 - 3
+        self._start = cfg.start_level
+        self._min_block = cfg.min_block_level
+        self._levels = range(cfg.start_level, 4)
+        self._spans = tuple(1 << (self._stride * (4 - level) + 3) for level in range(4))
+        self._top = 1 << cfg.ipa_bits
+        self._pa_top = 1 << cfg.pa_bits
+        self._leaves: Dict[Tuple[int, int], _Leaf] = {}
+        self._tables: Set[Tuple[int, int]] = set()  # non-root table positions (derived)
+        self._order: Optional[list] = None  # cache: [(ipa, level, leaf)] sorted by ipa
+        self._bases: List[int] = []  # cache: the ipas of _order
+        self._objs: List[Mapping] = []  # cache: _order as Mapping records
+        self._checked: Optional[list] = None  # the _order check() last passed
+        self._destroyed = False
+        if pool.free is not None and pool.free < cfg.root_tables:
+            raise PoolExhaustedError(f"{cfg.root_tables} root page(s) from a pool with "
+                                     f"{pool.free} free")
+        self.pool = pool
+        pool._members.append(self)
+
+    # -- geometry ----------------------------------------------------------------------------
+    def span(self, level: int) -> int:
+        """Bytes one entry maps at ``level``."""
+        return self._spans[level]
+
+    @property
+    def ipa_bits(self) -> int:
+        return self.config.ipa_bits
+
+    @property
+    def pa_bits(self) -> int:
+        return self.config.pa_bits
+
+    @property
+    def granule(self) -> int:
+        return self._granule
+
+    @property
+    def vmid(self) -> int:
+        return self.config.vmid
+
+    @property
+    def levels(self) -> int:
+        return self.config.levels
+
+    @property
+    def start_level(self) -> int:
+        return self._start
+
+    @property
+    def root_tables(self) -> int:
+        return self.config.root_tables
+
+    @property
+    def vtcr(self) -> int:
+        return self.config.vtcr
+
+    @property
+    def destroyed(self) -> bool:
+        return self._destroyed
+
+    @property
+    def table_pages(self) -> int:
+        """Table pages, roots included."""
+        self._live()
+        return self.config.root_tables + len(self._tables)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _live(self) -> None:
+        if self._destroyed:
+            raise DestroyedError("this ReferenceStage2 was destroyed")
+
+    def _check_range(self, ipa: int, size: int) -> None:
+        """Alignment first, then the IPA space (ipa + size may equal 2**ipa_bits)."""
+        if (ipa | size) % self._granule:
+            raise AlignmentError(f"ipa={ipa:#x}, size={size:#x} must be granule multiples")
+        if ipa + size > self._top:  # also covers every 64-bit wrap-around
+            raise RangeError(f"[{ipa:#x}, +{size:#x}) is outside the IPA space")
+
+    def _end(self, level: int, base: int) -> int:
+        return base + self._spans[level]
+
+    def _decompose(self, a: int, b: int, allowed: Callable[[int], bool]) -> List[Tuple[int, int]]:
+        """[a, b) as the largest aligned entries, left to right: (level, ipa) pairs.
+
+        ``allowed(level)`` says whether a leaf may sit at a level; level 3 always may.
+        """
+        out = []
+        x = a
+        while x < b:
+            for level in self._levels:
+                size = self._spans[level]
+                if x % size == 0 and x + size <= b and (level == 3 or allowed(level)):
+                    out.append((level, x))
+                    x += size
+                    break
+        return out
+
+    def _pieces(self, level: int, base: int, leaf: _Leaf, a: int, b: int,
+                prot: Optional[int] = None) -> Dict[Tuple[int, int], _Leaf]:
+        """The part [a, b) of a leaf once split (recursively, only as far as needed): the
+        largest aligned pieces, all deeper than the leaf, with the leaf's output addresses and
+        attributes (``prot`` replaces the permissions if given)."""
+        a = max(a, base)
+        b = min(b, self._end(level, base))
+        new_prot = leaf.prot if prot is None else prot
+        return {
+            (lv, x): _Leaf(leaf.pa + (x - base), new_prot, leaf.memattr, leaf.af)
+            for lv, x in self._decompose(a, b, lambda lv: lv > level)
+        }
+
+    def _derive_tables(self, leaves) -> Set[Tuple[int, int]]:
+        """Non-root table positions: every ancestor table of every leaf. The level-lv table
+        on the path of an IPA is the one the level lv-1 entry covering it points to."""
+        masks = [~(span - 1) for span in self._spans]
+        return {(lv, ipa & masks[lv - 1])
+                for level, ipa in leaves for lv in range(self._start + 1, level + 1)}
+
+    def _commit(self, leaves: Dict[Tuple[int, int], _Leaf]) -> None:
+        """Install a new state, unless the pool cannot supply the table pages it adds."""
+        tables = self._derive_tables(leaves)
+        need = len(tables - self._tables)
+        free = self.pool.free
+        if free is not None and need > free:
+            raise PoolExhaustedError(f"the pool has {free} free page(s), {need} needed")
+        self._leaves = leaves
+        self._tables = tables
+        self._order = None
+
+    def _sorted(self):
+        """[(ipa, level, leaf)] of every leaf, in IPA order (cached until the next change)."""
+        if self._order is None:
+            self._order = sorted((base, level, leaf)
+                                 for (level, base), leaf in self._leaves.items())
+            self._bases = [base for base, _, _ in self._order]
+            self._objs = [
+                Mapping(base, leaf.pa, self._spans[level], level, _PROT_OBJ[leaf.prot],
+                        _MEMATTR_OBJ[leaf.memattr], leaf.af)
+                for base, level, leaf in self._order
+            ]
+        return self._order
+
+    def _slice(self, ipa: int, end: int) -> slice:
+        """Where the leaves that overlap [ipa, end) are in _sorted()."""
+        order = self._sorted()
+        # The leaves starting before end; as leaves do not overlap, of those starting at or
+        # before ipa only the last can reach into the range.
+        lo = max(0, bisect.bisect_right(self._bases, ipa) - 1)
+        if lo < len(order) and order[lo][0] + self._spans[order[lo][1]] <= ipa:
+            lo += 1
+        return slice(lo, max(lo, bisect.bisect_left(self._bases, end)))
+
+    def _intersecting(self, ipa: int, end: int) -> List[Tuple[int, int, _Leaf]]:
+        """(base, level, leaf) of every leaf that overlaps [ipa, end), in IPA order."""
+        return self._sorted()[self._slice(ipa, end)]
+
+    # -- changes -------------------------------------------------------------------------------
+    def map(self, ipa, pa, size, prot=Prot.RW, memattr=MemAttr.NORMAL, *, blocks=True, af=True):
+        ipa = _u64(ipa, "ipa")
+        pa = _u64(pa, "pa")
+        size = _u64(size, "size")
+        blocks = bool(blocks)
+        af = bool(af)
+        prot = _u32(prot, "prot")
+        memattr = _u32(memattr, "memattr")
+        self._live()
+        if not _prot_valid(prot) or not _memattr_valid(memattr):
+            raise InvalidArgumentError(f"prot={prot:#x}, memattr={memattr:#x}")
+        if prot & _X and _is_device(memattr):
+            raise InvalidArgumentError("execute permission on Device memory")
+        if pa % self._granule:
+            raise AlignmentError(f"pa={pa:#x} must be a granule multiple")
+        self._check_range(ipa, size)
+        if pa + size > self._pa_top:
+            raise RangeError(f"[{pa:#x}, +{size:#x}) is outside the PA space")
+        if size == 0:
+            return
+        end = ipa + size
+        new_leaf = _Leaf(0, prot, memattr, af)
+
+        def translates_as_asked(base: int, leaf: _Leaf) -> bool:
+            return (leaf.prot, leaf.memattr, leaf.af) == (prot, memattr, af) and \
+                leaf.pa == pa + (base - ipa)
+
+        leaves = dict(self._leaves)  # leaves outside the range stay as they are
+        kept_whole = []  # spans of leaves that already translate their part of the range
+        for base, level, leaf in self._intersecting(ipa, end):
+            lend = self._end(level, base)
+            if ipa <= base and lend <= end:
+                del leaves[(level, base)]  # inside the range: replaced
+            elif blocks and translates_as_asked(base, leaf):
+                kept_whole.append((base, lend))  # kept whole
+            else:  # crosses an end of the range: keep the part outside
+                del leaves[(level, base)]
+                leaves.update(self._pieces(level, base, leaf, base, ipa))
+                leaves.update(self._pieces(level, base, leaf, end, lend))
+
+        def leaf_allowed(level: int) -> bool:
+            return blocks and level >= self._min_block and (pa - ipa) % self._spans[level] == 0
+
+        for level, x in self._decompose(ipa, end, leaf_allowed):
+            if any(lo <= x < hi for lo, hi in kept_whole):
+                continue
+            leaves[(level, x)] = new_leaf._replace(pa=pa + (x - ipa))
+        self._commit(leaves)
+
+    def unmap(self, ipa, size) -> int:
+        ipa = _u64(ipa, "ipa")
+        size = _u64(size, "size")
+        self._live()
+        self._check_range(ipa, size)
+        if size == 0:
+            return 0
+        end = ipa + size
+        leaves = dict(self._leaves)
+        unmapped = 0
+        for base, level, leaf in self._intersecting(ipa, end):
+            lend = self._end(level, base)
+            unmapped += min(lend, end) - max(base, ipa)
+            del leaves[(level, base)]
+            leaves.update(self._pieces(level, base, leaf, base, ipa))
+            leaves.update(self._pieces(level, base, leaf, end, lend))
+        self._commit(leaves)
+        return unmapped
+
+    def protect(self, ipa, size, prot) -> None:
+        ipa = _u64(ipa, "ipa")
+        size = _u64(size, "size")
+        prot = _u32(prot, "prot")
+        self._live()
+        if not _prot_valid(prot):
+            raise InvalidArgumentError(f"prot={prot:#x}")
+        self._check_range(ipa, size)
+        if size == 0:
+            return
+        end = ipa + size
+        hit = list(self._intersecting(ipa, end))
+        if prot & _X and any(_is_device(leaf.memattr) for _, _, leaf in hit):
+            raise InvalidArgumentError("execute permission on Device memory")
+        leaves = dict(self._leaves)
+        for base, level, leaf in hit:
+            if leaf.prot == prot:
+                continue  # already so: left whole, even if it crosses an end of the range
+            lend = self._end(level, base)
+            if ipa <= base and lend <= end:
+                leaves[(level, base)] = leaf._replace(prot=prot)  # inside: changed in place
+                continue
+            del leaves[(level, base)]  # crosses an end of the range: split
+            leaves.update(self._pieces(level, base, leaf, base, ipa))
+            leaves.update(self._pieces(level, base, leaf, ipa, end, prot))
+            leaves.update(self._pieces(level, base, leaf, end, lend))
+        self._commit(leaves)
+
+    def set_access_flag(self, ipa, size, af=True) -> int:
+        ipa = _u64(ipa, "ipa")
+        size = _u64(size, "size")
+        af = bool(af)
+        self._live()
+        self._check_range(ipa, size)
+        if size == 0:
+            return 0
+        young = 0
+        for base, level, leaf in self._intersecting(ipa, ipa + size):
+            young += leaf.af
+            self._leaves[(level, base)] = leaf._replace(af=af)
+        self._order = None
+        return young
+
+    # -- queries -------------------------------------------------------------------------------
+    def _walk(self, ipa: int):
+        """((level, base, leaf), None) for the leaf translating ipa, or (None, fault level)."""
+        if ipa >> self.config.ipa_bits:
+            return None, 0  # input address beyond the IPA size: level 0
+        for level in self._levels:
+            base = ipa & ~(self._spans[level] - 1)
+            leaf = self._leaves.get((level, base))
+            if leaf is not None:
+                return (level, base, leaf), None
+            if level == 3 or (level + 1, base) not in self._tables:
+                return None, level  # an invalid entry at this level
+        raise AssertionError("unreachable")
+
+    def _pte(self, level: int, leaf: _Leaf) -> int:
+        pte = leaf.pa | _DESC_VALID | (leaf.memattr << _DESC_MEMATTR_SHIFT) | _DESC_SH_INNER
+        if level == 3:
+            pte |= _DESC_TYPE
+        if leaf.prot & _R:
+            pte |= _DESC_S2AP_R
+        if leaf.prot & _W:
+            pte |= _DESC_S2AP_W
+        if not leaf.prot & _X:
+            pte |= _DESC_XN
+        if leaf.af:
+            pte |= _DESC_AF
+        return pte
+
+    def _translation(self, ipa: int, level: int, base: int, leaf: _Leaf) -> Translation:
+        return Translation(leaf.pa + (ipa - base), level, self._spans[level],
+                           _PROT_OBJ[leaf.prot], _MEMATTR_OBJ[leaf.memattr], leaf.af,
+                           self._pte(level, leaf))
+
+    def _translate(self, ipa: int, access: int):
+        """A Translation, or (kind, level) of the fault."""
+        found, fault_level = self._walk(ipa)
+        if found is None:
+            return FaultKind.TRANSLATION, fault_level
+        level, base, leaf = found
+        if not leaf.af:
+            return FaultKind.ACCESS_FLAG, level
+        need = _NEEDS[access]
+        if leaf.prot & need != need:
+            return FaultKind.PERMISSION, level
+        return self._translation(ipa, level, base, leaf)
+
+    def translate(self, ipa, access=0) -> Translation:
+        ipa = _u64(ipa, "ipa")
+        access = _u32(access, "access")
+        self._live()
+        if access > _EXEC:
+            raise InvalidArgumentError(f"access={access!r} must be an Access")
+        result = self._translate(ipa, access)
+        if isinstance(result, Translation):
+            return result
+        kind, level = result
+        raise Stage2Fault(kind, level, _FSC_BASE[kind] | level, ipa)
+
+    def lookup(self, ipa) -> Optional[Translation]:
+        ipa = _u64(ipa, "ipa")
+        self._live()
+        found, _ = self._walk(ipa)
+        if found is None:
+            return None
+        level, base, leaf = found
+        return self._translation(ipa, level, base, leaf)
+
+    def translate_many(self, ipas, access=0):
+        values = _ipa_list(ipas)
+        access = _u32(access, "access")
+        self._live()
+        if access > _EXEC:
+            raise InvalidArgumentError(f"access={access!r} must be an Access")
+        pa = np.zeros(len(values), dtype=np.uint64)
+        fsc = np.full(len(values), FSC_NONE, dtype=np.uint8)
+        for i, ipa in enumerate(values):
+            result = self._translate(ipa, access)
+            if isinstance(result, Translation):
+                pa[i] = result.pa
+            else:
+                kind, level = result
+                fsc[i] = _FSC_BASE[kind] | level
+        return pa, fsc
+
+    def mappings(self, ipa=0, size=None) -> Iterator[Mapping]:
+        """The valid leaves intersecting [ipa, ipa + size), whole, in IPA order (argument errors
+        raise at the call, not on iteration)."""
+        start = _u64(ipa, "ipa")
+        self._live()
+        if size is None:
+            n = self._top - start if start < self._top else 0
+        else:
+            n = _u64(size, "size")
+        self._check_range(start, n)
+        if n == 0:
+            return iter([])
+        where = self._slice(start, start + n)
+        return iter(self._objs[where])
+
+    def stats(self) -> dict:
+        self._live()
+        tables = {level: 0 for level in self._levels}
+        tables[self._start] = self.config.root_tables
+        for level, _ in self._tables:
+            tables[level] += 1
+        leaves = {level: 0 for level in self._levels}
+        for level, _ in self._leaves:
+            leaves[level] += 1
+        return {
+            "table_pages": self.table_pages,
+            "table_pages_by_level": tables,
+            "leaves_by_level": leaves,
+            "mapped_bytes": sum(self._spans[level] for level, _ in self._leaves),
+            "pool_used": self.pool.used,
+            "pool_free": self.pool.free,
+        }
+
+    def check(self) -> None:
+        """The model's own invariants (raises InvariantError)."""
+        self._live()
+        if self._checked is not None and self._checked is self._order:
+            return  # nothing changed since the last check
+        prev_end = 0
+        ok_levels = {lv for lv in self._levels if lv == 3 or lv >= self._min_block}
+        attrs = set()
+        for base, level, leaf in self._sorted():
+            size = self._spans[level]
+            pa = leaf.pa
+            what = (
+                "a level where no leaf may be" if level not in ok_levels else
+                "not aligned to its span" if (base | pa) & (size - 1) else
+                "overlaps the previous leaf" if base < prev_end else
+                "beyond the IPA space" if base + size > self._top else
+                "beyond the PA space" if pa + size > self._pa_top else
+                None
+            )
+            if what:
+                raise InvariantError(f"leaf at level {level}, IPA {base:#x}, PA {pa:#x}: {what}")
+            prev_end = base + size
+            attrs.add((leaf.prot, leaf.memattr))
+        for prot, memattr in attrs:
+            if not _prot_valid(prot) or not _memattr_valid(memattr) or \
+                    (prot & _X and _is_device(memattr)):
+                raise InvariantError(f"a leaf with prot {prot:#x}, memattr {memattr:#x}")
+        self._checked = self._order
+
+    # -- lifetime ------------------------------------------------------------------------------
+    def destroy(self) -> None:
+        if not self._destroyed:
+            self._leaves = {}
+            self._tables = set()
+            self._destroyed = True
+
+    def __enter__(self) -> "ReferenceStage2":
+        self._live()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.destroy()
+        return False
+
+    def __repr__(self) -> str:
+        state = "destroyed" if self._destroyed else f"{self.table_pages} table pages"
+        return (f"ReferenceStage2(ipa_bits={self.ipa_bits}, granule={self.granule}, "
+                f"pa_bits={self.pa_bits}, vmid={self.vmid}, {state})")
