@@ -252,7 +252,7 @@ static int map_run(const struct s2pt_walk_ctx *ctx, const struct map_args *m)
 			if (ret)
 				return ret;
 		}
-		return 0;
+		return 1; /* descend into the new tables */
 	}
 	count = s2pt__page_count(pt, ptep);
 	/* Output addresses stay below 2^pa_bits, so adding span never carries into attributes. */

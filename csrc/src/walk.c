@@ -86,20 +86,19 @@ static int64_t visit_run(struct walk_data *wd, uint64_t *table, uint64_t idx, ui
 	struct s2pt_walk_ctx ctx;
 	int ret;
 
-	/* A run stays inside one table page (a concatenated root is several, each counted). */
+	/* A run stays inside one table page (a concatenated root is several, each counted)
+	 * and inside the range. */
 	uint64_t limit = nentries - idx;
 	uint64_t page_left = (1ull << pt->cfg.stride) - (idx & ((1ull << pt->cfg.stride) - 1));
+	uint64_t in_range = (wd->end - addr) / span;
 
-	if (limit > page_left)
-		limit = page_left;
-	if (level == 3) {
-		/* No tables at the last level: the run is known without reading the entries. */
-		n = (wd->end - addr) / span;
-		n = n < limit ? n : limit;
-	}
-	while (n < limit && addr + (n + 1) * span <= wd->end &&
-	       !s2pt_pte_is_table(table[idx + n], level))
-		n++;
+	limit = limit < page_left ? limit : page_left;
+	limit = limit < in_range ? limit : in_range;
+	if (level == 3)
+		n = limit; /* no tables at the last level: no need to read the entries */
+	else
+		while (n < limit && (table[idx + n] & S2PT_PTE_TYPE_MASK) != S2PT_PTE_TYPE_TABLE)
+			n++;
 	ctx = (struct s2pt_walk_ctx){
 		.pt = pt,
 		.ptep = &table[idx],
@@ -112,9 +111,10 @@ static int64_t visit_run(struct walk_data *wd, uint64_t *table, uint64_t idx, ui
 		.arg = wd->w->arg,
 	};
 	ret = wd->w->cb(&ctx, S2PT_WALK_LEAF_RUN);
-	if (ret)
+	if (ret < 0)
 		return ret;
-	if (level < 3) {
+	/* 1: the visit turned entries into tables, to be walked in order. */
+	if (ret == 1) {
 		for (uint64_t i = 0; i < n; i++) {
 			if (!s2pt_pte_is_table(table[idx + i], level))
 				continue;

@@ -113,7 +113,7 @@ def _translator(vm, ipas, out):
 def _outputs(n: int):
     """Caller-owned result arrays, touched once: a simulator translating batch after batch
     reuses them (fresh arrays cost a page fault per 4 KiB the first time they are written)."""
-    return np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint8)
+    return np.full(n, 1, dtype=np.uint64), np.full(n, 1, dtype=np.uint8)
 
 
 # ---- the rows --------------------------------------------------------------------------------

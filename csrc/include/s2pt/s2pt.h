@@ -604,9 +604,9 @@ enum s2pt_walk_flags {
 	 * With S2PT_WALK_LEAF: consecutive non-table entries of one table whose spans lie wholly
 	 * inside the range come as one S2PT_WALK_LEAF_RUN visit of @nr entries (ptep[0..nr-1],
 	 * @addr the first one's IPA, all in one table page), so a range operation can fill or
-	 * clear a table at a time.
-	 * Entries the range covers in part still come one by one as S2PT_WALK_LEAF. A run visit
-	 * may turn entries into tables; the walker then descends into them in order.
+	 * clear a table at a time. Entries the range covers in part still come one by one as
+	 * S2PT_WALK_LEAF. A run visit may turn entries into tables: it then returns 1 and the
+	 * walker descends into them in order.
 	 */
 	S2PT_WALK_LEAF_RUN = 1u << 3,
 };
@@ -637,7 +637,10 @@ struct s2pt_walk_ctx {
 	void *arg;
 };
 
-/* A visit returns 0 to go on, or a negative code that stops the walk and is returned. */
+/*
+ * A visit returns 0 to go on, or a negative code that stops the walk and is returned
+ * (S2PT_WALK_LEAF_RUN visits: 1 when they installed tables the walk must descend into).
+ */
 typedef int (*s2pt_walk_fn)(const struct s2pt_walk_ctx *ctx, uint32_t visit);
 
 struct s2pt_walker {
