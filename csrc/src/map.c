@@ -183,6 +183,24 @@ static inline int bound_settles(const struct s2pt_pgtable *pt, uint64_t a, uint6
 }
 
 /*
+ * The change itself, once the caller has counted the pages it needs (0 when the bound settled
+ * it): refuse if the pool is short, else walk. Debug builds check the count was exact.
+ */
+static int walk_reserved(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t need,
+			 const struct s2pt_walker *w)
+{
+	int ret;
+
+	S2PT_ASSERT(need <= alloc_bound(pt, ipa, ipa + size));
+	if (need > s2pt_pool_free_pages(pt->pool))
+		return S2PT_ENOMEM;
+	pt->allocs = 0;
+	ret = s2pt_walk(pt, ipa, size, w);
+	S2PT_ASSERT(ret == 0 && pt->allocs == need);
+	return ret;
+}
+
+/*
  * Replace the block at ctx->ptep by a table. With @keep, the table holds the block's mapping
  * as next-level leaves (same attributes, consecutive output addresses), so the part of the
  * block outside the range stays mapped; without it the table starts empty (the range covers
@@ -397,12 +415,7 @@ static int map_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_
 		       ? 0
 		       : need_map(pt, &m, pt->root, pt->cfg.root_entries,
 				  pt->cfg.start_level, ipa, ipa + size);
-	S2PT_ASSERT(need <= alloc_bound(pt, ipa, ipa + size));
-	if (need > s2pt_pool_free_pages(pt->pool))
-		return S2PT_ENOMEM;
-	pt->allocs = 0;
-	ret = s2pt_walk(pt, ipa, size, &w);
-	S2PT_ASSERT(ret == 0 && pt->allocs == need);
+	ret = walk_reserved(pt, ipa, size, need, &w);
 	return ret;
 }
 
@@ -543,12 +556,7 @@ static int unmap_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uin
 		       ? 0
 		       : need_edges(pt, pt->root, pt->cfg.root_entries,
 				    pt->cfg.start_level, ipa, ipa + size, -1);
-	S2PT_ASSERT(need <= alloc_bound(pt, ipa, ipa + size));
-	if (need > s2pt_pool_free_pages(pt->pool))
-		return S2PT_ENOMEM;
-	pt->allocs = 0;
-	ret = s2pt_walk(pt, ipa, size, &w);
-	S2PT_ASSERT(ret == 0 && pt->allocs == need);
+	ret = walk_reserved(pt, ipa, size, need, &w);
 	*unmapped += u.unmapped;
 	return ret;
 }
@@ -667,12 +675,7 @@ int s2pt_protect(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t 
 		       ? 0
 		       : need_edges(pt, pt->root, pt->cfg.root_entries,
 				    pt->cfg.start_level, ipa, ipa + size, prot);
-	S2PT_ASSERT(need <= alloc_bound(pt, ipa, ipa + size));
-	if (need > s2pt_pool_free_pages(pt->pool))
-		return S2PT_ENOMEM;
-	pt->allocs = 0;
-	ret = s2pt_walk(pt, ipa, size, &w);
-	S2PT_ASSERT(ret == 0 && pt->allocs == need);
+	ret = walk_reserved(pt, ipa, size, need, &w);
 	return ret;
 }
 
