@@ -81,7 +81,8 @@ def test_page_permission_bits(vm, prot):
 
 
 @pytest.mark.parametrize("vm", GRANULES, indirect=True)
-@pytest.mark.parametrize("memattr", list(MemAttr), ids=lambda m: m.name)
+@pytest.mark.parametrize("memattr", [m for m in MemAttr if m != MemAttr.STAGE1],
+                         ids=lambda m: m.name)
 def test_memattr_bits(vm, memattr):
     g = vm.granule
     ipa, pa = 5 * g, 0x1_0000_0000

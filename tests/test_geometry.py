@@ -164,8 +164,13 @@ BAD_CONFIGS = [
     dict(ipa_bits=40, pa_bits=41),
     dict(granule=8192),
     dict(vmid=65536),
-    dict(lpa2=True),
-    dict(ipa_bits=48, lpa2=True),
+    dict(granule=65536, lpa2=True),           # LPA2 is a 4K/16K format
+    dict(ipa_bits=49, lpa2=True),             # IPA larger than the (48-bit) PA size
+    dict(ipa_bits=49, pa_bits=52),            # 4K without LPA2 cannot hold 52-bit addresses
+    dict(granule=16384, pa_bits=52),
+    dict(ipa_bits=53, pa_bits=52, lpa2=True),
+    dict(granule=65536, ipa_bits=53, pa_bits=52),
+    dict(granule=65536, ipa_bits=49),         # needs the 52-bit PA size
 ]
 
 
@@ -331,12 +336,12 @@ def test_vtcr40_helper_matches_worked_example():
     (_vtcr40(ps=0b111), 1),                # reserved
     (_vtcr40(sh=0b01), 1),                 # reserved shareability
     (_vtcr40(extra=1 << 21), 1),           # HA
-    (_vtcr40(extra=1 << 32), 1),           # DS
+    (_vtcr40(t0sz=24, sl0=1, tg=1, extra=1 << 32), 1),  # DS with 64K (RES0 there)
     (_vtcr40(), 300),                      # 16-bit VMID without VS
     (_vtcr40(t0sz=64 - 31, sl0=1), 1),     # 31-bit IPA (outside 32..48)
     (_vtcr40(t0sz=64 - 49, sl0=2), 1),     # 49-bit IPA without LPA2
 ], ids=["4k-sl1-44", "4k-sl0-36", "4k-sl2-35", "16k-l3-40", "16k-l2-41", "64k-l2-47",
-        "64k-l1-40", "tg0-11", "ps-110", "ps-111", "sh0-01", "ha", "ds", "vmid300-novs",
+        "64k-l1-40", "tg0-11", "ps-110", "ps-111", "sh0-01", "ha", "ds-64k", "vmid300-novs",
         "ipa31", "ipa49"])
 def test_from_vtcr_rejects(vtcr, vmid):
     with pytest.raises(s2pt.ConfigError) as info:

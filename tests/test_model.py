@@ -290,7 +290,8 @@ def test_access_flag_before_permission():
 
 @pytest.mark.parametrize("prot,ok", [
     (Prot.R, {Access.READ}), (Prot.W, {Access.WRITE}), (Prot.RW, {Access.READ, Access.WRITE}),
-    (Prot.X, {Access.EXEC}), (Prot.RX, {Access.READ, Access.EXEC}), (Prot.RWX, set(Access)),
+    (Prot.X, {Access.EXEC, Access.EXEC_EL0}),
+    (Prot.RX, {Access.READ, Access.EXEC, Access.EXEC_EL0}), (Prot.RWX, set(Access)),
     (Prot.NONE, set()),
 ])
 def test_permissions(prot, ok):
@@ -337,7 +338,7 @@ def test_translate_many_reports_fsc_per_element():
     with pytest.raises(ArrayError):
         m.translate_many([-1])
     with pytest.raises(InvalidArgumentError):
-        m.translate_many([], 3)
+        m.translate_many([], 4)
 
 
 def test_mappings_gives_whole_leaves_in_ipa_order():
@@ -398,7 +399,7 @@ def test_bad_permissions_and_attributes():
     for prot in (Prot.PX, Prot.UX, 0x10, -1):
         with pytest.raises(InvalidArgumentError):
             m.map(0, PA, 4 * KiB, prot)
-    for memattr in (0x4, 0x8, 0xC, 0x10, -1):
+    for memattr in (0x4, 0x8, 0xC, 0x10, 0x11, -1):  # 0x10 (STAGE1) needs FWB
         with pytest.raises(InvalidArgumentError):
             m.map(0, PA, 4 * KiB, Prot.R, memattr)
     m.map(0, PA, 4 * KiB, Prot.R, 0x6)  # Normal outer NC, inner WT: valid but unnamed
@@ -413,7 +414,7 @@ def test_bad_permissions_and_attributes():
     with pytest.raises(InvalidArgumentError):  # prot is checked before the range
         m.protect(1, 4 * KiB, Prot.PX)
     with pytest.raises(InvalidArgumentError):
-        m.translate(0, 3)
+        m.translate(0, 4)
     with pytest.raises(InvalidArgumentError):
         m.translate(0, -1)
 

@@ -29,12 +29,15 @@ def level_shift(granule, level):
 
 
 def allowed(prot, access):
-    """Stage-2 permission check of an AArch64 EL2: S2AP[0] read, S2AP[1] write, XN execute."""
+    """Stage-2 permission check of an AArch64 EL2: S2AP[0] read, S2AP[1] write, PX (EL1) and
+    UX (EL0) execute."""
     if access == Access.READ:
         return bool(prot & Prot.R)
     if access == Access.WRITE:
         return bool(prot & Prot.W)
-    return (prot & Prot.X) == Prot.X
+    if access == Access.EXEC:
+        return bool(prot & Prot.PX)
+    return bool(prot & Prot.UX)
 
 
 def fault_of(pt, ipa, access=Access.READ):
@@ -174,13 +177,13 @@ def test_fault_kind_fsc_helper():
 def test_invalid_access_kind():
     pt = make()
     pt.map(0, 0, 4096)
-    for bad in (3, 7, -1):
+    for bad in (4, 7, -1):
         with pytest.raises((s2pt.InvalidArgumentError, s2pt.RangeError)):
             pt.translate(0, bad)
         with pytest.raises((s2pt.InvalidArgumentError, s2pt.RangeError)):
             pt.translate_many(np.zeros(3, np.uint64), bad)
     with pytest.raises(s2pt.InvalidArgumentError):
-        pt.translate_many(np.zeros(0, np.uint64), 3)
+        pt.translate_many(np.zeros(0, np.uint64), 4)
 
 
 # ---- translate_many ---------------------------------------------------------------------------

@@ -1,9 +1,13 @@
 /* Per-VM geometry and VTCR_EL2, as KVM computes them (and as the architecture validates them). */
 #include "internal.h"
 
-/* VTCR_EL2.PS / ID_AA64MMFR0_EL1.PARange encodings. 0b0110 (52 bits) is not modelled yet. */
-static const uint32_t ps_bits[] = {32, 36, 40, 42, 44, 48};
-#define PS_MAX_ENCODING 5u
+/* VTCR_EL2.PS / ID_AA64MMFR0_EL1.PARange encodings (0b0111, 56 bits, is FEAT_D128 only). */
+static const uint32_t ps_bits[] = {32, 36, 40, 42, 44, 48, 52};
+#define PS_MAX_ENCODING 6u
+#define PS_52 6u
+
+#define CONFIG_FLAGS \
+	(S2PT_CONFIG_LPA2 | S2PT_CONFIG_FWB | S2PT_CONFIG_XNX | S2PT_CONFIG_NO_TLBIRANGE)
 
 static int granule_shift_of(uint32_t granule)
 {
@@ -40,12 +44,30 @@ static uint32_t sl0_base(uint32_t granule_shift)
 }
 
 /*
- * Fill the derived fields from ipa_bits, pa_bits, granule_shift and start_level, after
- * checking the architectural rule that the start-level table resolves between 1 and
+ * The largest IPA and the formats a granule / PA size / LPA2 combination allows: a 52-bit
+ * address needs a descriptor that can hold it (64K: OA[51:48] in bits 15:12; 4K/16K: the
+ * LPA2 format), and KVM never makes the IPA space larger than the PA space.
+ */
+static int sizes_valid(uint32_t granule_shift, uint32_t ipa_bits, uint32_t pa_bits,
+		       uint32_t flags)
+{
+	int lpa2 = (flags & S2PT_CONFIG_LPA2) != 0;
+
+	if ((flags & ~CONFIG_FLAGS) || (lpa2 && granule_shift == 16))
+		return 0;
+	if (pa_bits == 52 && granule_shift != 16 && !lpa2)
+		return 0;
+	return ipa_bits >= 32 && ipa_bits <= (pa_bits == 52 ? 52u : 48u) && ipa_bits <= pa_bits;
+}
+
+/*
+ * Fill the derived fields from ipa_bits, pa_bits, granule_shift, start_level and flags,
+ * after checking the architectural rule that the start-level table resolves between 1 and
  * stride + 4 bits (at most 16 concatenated tables).
  */
 static int finish(struct s2pt_config *c, uint64_t vtcr_extra)
 {
+	int lpa2 = (c->flags & S2PT_CONFIG_LPA2) != 0;
 	uint32_t further = (uint32_t)(3 - c->start_level);
 	uint32_t lo = further * c->stride + c->granule_shift + 1;
 	uint32_t hi = further * c->stride + c->granule_shift + c->stride + 4;
@@ -58,7 +80,14 @@ static int finish(struct s2pt_config *c, uint64_t vtcr_extra)
 	c->root_tables = c->root_entries > (1ull << c->stride)
 				 ? (uint32_t)(c->root_entries >> c->stride)
 				 : 1u;
-	c->min_block_level = c->granule_shift == 12 ? 1 : 2;
+	/* 4K level-0 and 16K level-1 blocks exist only with LPA2, 64K level-1 blocks only with
+	 * 52-bit PA (AArch64.BlockDescSupported). */
+	if (c->granule_shift == 12)
+		c->min_block_level = lpa2 ? 0 : 1;
+	else if (c->granule_shift == 14)
+		c->min_block_level = lpa2 ? 1 : 2;
+	else
+		c->min_block_level = c->pa_bits == 52 ? 1 : 2;
 	if (c->min_block_level < c->start_level)
 		c->min_block_level = c->start_level;
 	c->t0sz = 64 - c->ipa_bits;
@@ -69,6 +98,20 @@ static int finish(struct s2pt_config *c, uint64_t vtcr_extra)
 		  (uint64_t)ps << S2PT_VTCR_PS_SHIFT | S2PT_VTCR_RES1 | vtcr_extra;
 	if (c->vmid > 255)
 		c->vtcr |= S2PT_VTCR_VS;
+	c->oa_mask = ((1ull << 48) - 1) & ~((1ull << c->granule_shift) - 1);
+	c->leaf_sh = S2PT_PTE_SH_INNER;
+	if (lpa2) {
+		/* DS = 1: OA[49:g] in place, OA[51:50] in bits 9:8, shareability from SH0. */
+		c->vtcr |= S2PT_VTCR_DS;
+		c->oa_mask = ((1ull << 50) - 1) & ~((1ull << c->granule_shift) - 1);
+		c->oa_hi_mask = 3ull << 8;
+		c->oa_hi_shift = 50 - 8;
+		c->leaf_sh = 0;
+	} else if (c->granule_shift == 16) {
+		/* 64K (FEAT_LPA): OA[51:48] in bits 15:12; zero while the PA size is <= 48. */
+		c->oa_hi_mask = 0xfull << 12;
+		c->oa_hi_shift = 48 - 12;
+	}
 	return 0;
 }
 
@@ -81,12 +124,12 @@ int s2pt_config_init(struct s2pt_config *cfg, uint32_t ipa_bits, uint32_t granul
 	int ret;
 
 	memset(&c, 0, sizeof(c));
-	/* LPA2 and 52-bit PA change the descriptor format; refused until they are modelled. */
-	if (gshift < 0 || flags != 0 || vmid > 0xffff || ps_encoding(pa_bits) < 0)
+	if (gshift < 0 || vmid > 0xffff || ps_encoding(pa_bits) < 0)
 		return S2PT_ECONFIG;
 	/* KVM: 32 bits at least (ARM64_MIN_PARANGE_BITS), never more than the PA range. */
-	if (ipa_bits < 32 || ipa_bits > 48 || ipa_bits > pa_bits)
+	if (!sizes_valid((uint32_t)gshift, ipa_bits, pa_bits, flags))
 		return S2PT_ECONFIG;
+	c.flags = flags;
 	c.ipa_bits = ipa_bits;
 	c.pa_bits = pa_bits;
 	c.granule_shift = (uint32_t)gshift;
@@ -106,12 +149,13 @@ int s2pt_config_init(struct s2pt_config *cfg, uint32_t ipa_bits, uint32_t granul
 	return 0;
 }
 
-int s2pt_config_from_vtcr(struct s2pt_config *cfg, uint64_t vtcr, uint32_t vmid)
+int s2pt_config_from_vtcr(struct s2pt_config *cfg, uint64_t vtcr, uint32_t vmid,
+			  uint32_t flags)
 {
 	const uint64_t known = 0x3full | 3ull << S2PT_VTCR_SL0_SHIFT | 3ull << S2PT_VTCR_IRGN0_SHIFT |
 			       3ull << S2PT_VTCR_ORGN0_SHIFT | 3ull << S2PT_VTCR_SH0_SHIFT |
 			       3ull << S2PT_VTCR_TG0_SHIFT | 7ull << S2PT_VTCR_PS_SHIFT |
-			       S2PT_VTCR_VS | S2PT_VTCR_RES1;
+			       S2PT_VTCR_VS | S2PT_VTCR_RES1 | S2PT_VTCR_DS;
 	struct s2pt_config c;
 	uint32_t tg0 = (uint32_t)(vtcr >> S2PT_VTCR_TG0_SHIFT) & 3u;
 	uint32_t ps = (uint32_t)(vtcr >> S2PT_VTCR_PS_SHIFT) & 7u;
@@ -121,8 +165,9 @@ int s2pt_config_from_vtcr(struct s2pt_config *cfg, uint64_t vtcr, uint32_t vmid)
 	int start;
 
 	memset(&c, 0, sizeof(c));
-	/* HA/HD, DS/SL2, secure-walk and later features are not modelled: refuse, don't ignore. */
-	if ((vtcr & ~known) || tg0 == 3 || ps > PS_MAX_ENCODING || sh0 == 1 || vmid > 0xffff)
+	/* HA/HD, SL2, secure-walk and later features are not modelled: refuse, don't ignore. */
+	if ((vtcr & ~known) || tg0 == 3 || ps > PS_MAX_ENCODING || sh0 == 1 || vmid > 0xffff ||
+	    (flags & ~(S2PT_CONFIG_FWB | S2PT_CONFIG_XNX | S2PT_CONFIG_NO_TLBIRANGE)))
 		return S2PT_ECONFIG;
 	if (vmid > 255 && !(vtcr & S2PT_VTCR_VS))
 		return S2PT_ECONFIG;
@@ -131,10 +176,12 @@ int s2pt_config_from_vtcr(struct s2pt_config *cfg, uint64_t vtcr, uint32_t vmid)
 	c.pa_bits = ps_bits[ps];
 	c.ipa_bits = 64 - t0sz;
 	c.vmid = vmid;
-	if (c.ipa_bits < 32 || c.ipa_bits > 48 || c.ipa_bits > c.pa_bits)
+	c.flags = flags | ((vtcr & S2PT_VTCR_DS) ? S2PT_CONFIG_LPA2 : 0);
+	/* DS is RES0 for 64K; PS = 52 bits needs a format that can hold the address. */
+	if (!sizes_valid(c.granule_shift, c.ipa_bits, c.pa_bits, c.flags))
 		return S2PT_ECONFIG;
-	/* 4K SL0 = 3 needs FEAT_TTST, 16K SL0 = 3 needs DS, 64K SL0 = 3 is reserved. */
-	if (sl0 == 3)
+	/* 4K SL0 = 3 needs FEAT_TTST, 16K SL0 = 3 (level 0) needs DS, 64K SL0 = 3 is reserved. */
+	if (sl0 == 3 && !(c.granule_shift == 14 && (c.flags & S2PT_CONFIG_LPA2)))
 		return S2PT_ECONFIG;
 	start = (int)sl0_base(c.granule_shift) - (int)sl0;
 	/* SL0 = 2 (level 0 for 4K, level 1 for 16K/64K) needs PAMax >= 44 bits (42 for 16K). */

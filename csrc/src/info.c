@@ -62,12 +62,13 @@ static int leaves_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	leaf = &la->out[la->n++];
 	leaf->ipa = ctx->addr;
 	leaf->size = s2pt__span(&pt->cfg, ctx->level);
-	leaf->pa = s2pt_pte_addr(ctx->old, pt->cfg.granule_shift) & ~(leaf->size - 1);
+	leaf->pa = s2pt_pte_addr(&pt->cfg, ctx->old) & ~(leaf->size - 1);
 	leaf->pte = ctx->old;
 	leaf->level = ctx->level;
 	leaf->prot = s2pt_pte_prot(ctx->old);
-	leaf->memattr = s2pt_pte_memattr(ctx->old);
+	leaf->memattr = (uint32_t)s2pt_memattr_name(&pt->cfg, s2pt_pte_memattr_field(ctx->old));
 	leaf->af = !!(ctx->old & S2PT_PTE_AF);
+	leaf->sw = s2pt_pte_sw(ctx->old);
 	return 0;
 }
 
@@ -115,9 +116,16 @@ __attribute__((format(printf, 2, 3))) static int fail(struct checker *c, const c
 	return S2PT_EINVARIANT;
 }
 
-static int memattr_ok(uint64_t pte)
+/* Leaf attribute bits beyond the address and type that are well formed for the VM. */
+static const char *leaf_attrs_wrong(const struct s2pt_config *cfg, uint64_t pte)
 {
-	return s2pt__memattr_valid(s2pt_pte_memattr(pte));
+	if (s2pt_memattr_name(cfg, s2pt_pte_memattr_field(pte)) < 0)
+		return "reserved MemAttr";
+	if ((pte & S2PT_PTE_SH & ~cfg->oa_hi_mask) != (cfg->leaf_sh & ~cfg->oa_hi_mask))
+		return "not inner shareable";
+	if ((pte & S2PT_PTE_XN0) && !(cfg->flags & S2PT_CONFIG_XNX))
+		return "XN[0] set without FEAT_XNX";
+	return NULL;
 }
 
 /* Check one table page (or one page of the root) and everything below it. */
@@ -130,7 +138,7 @@ static int check_table(struct checker *c, uint32_t index, uint64_t nentries, int
 	const uint64_t *table = s2pt__page_ptr(pool, index);
 	uint64_t per_page = 1ull << cfg->stride;
 	uint64_t span = s2pt__span(cfg, level);
-	uint64_t oa_mask = s2pt_oa_mask(cfg->granule_shift);
+	uint64_t addr_bits = s2pt_addr_bits(cfg);
 	uint64_t page_pa = s2pt__page_pa(pool, index);
 	uint64_t nonzero = 0;
 	int ret;
@@ -145,7 +153,8 @@ static int check_table(struct checker *c, uint32_t index, uint64_t nentries, int
 	for (uint64_t i = 0; i < per_page; i++) {
 		uint64_t pte = table[i];
 		uint64_t ipa = base_ipa + i * span;
-		uint64_t addr = pte & oa_mask;
+		uint64_t addr = s2pt_pte_addr(cfg, pte);
+		const char *wrong;
 
 		if (!pte)
 			continue;
@@ -163,7 +172,7 @@ static int check_table(struct checker *c, uint32_t index, uint64_t nentries, int
 			return fail(c, "address of %#llx beyond the %u-bit PA size",
 				    (unsigned long long)pte, cfg->pa_bits);
 		if (s2pt_pte_is_table(pte, level)) {
-			if (pte & ~(oa_mask | S2PT_PTE_TYPE_MASK))
+			if (pte & ~(addr_bits | S2PT_PTE_TYPE_MASK))
 				return fail(c, "table descriptor %#llx has stray bits",
 					    (unsigned long long)pte);
 			if (!s2pt__pa_in_pool(pool, addr))
@@ -181,14 +190,14 @@ static int check_table(struct checker *c, uint32_t index, uint64_t nentries, int
 		if (level < 3 && level < cfg->min_block_level)
 			return fail(c, "block %#llx at level %d where blocks are not allowed",
 				    (unsigned long long)pte, level);
-		if (pte & ~(oa_mask | S2PT_PTE_LEAF_ATTRS | S2PT_PTE_TYPE_MASK))
+		if (pte & ~(addr_bits | S2PT_PTE_LEAF_ATTRS | S2PT_PTE_TYPE_MASK))
 			return fail(c, "leaf %#llx has stray bits", (unsigned long long)pte);
 		if (addr & (span - 1))
 			return fail(c, "leaf %#llx at level %d: output address not aligned to %#llx",
 				    (unsigned long long)pte, level, (unsigned long long)span);
-		if (!memattr_ok(pte) || (pte & S2PT_PTE_SH) != S2PT_PTE_SH_INNER)
-			return fail(c, "leaf %#llx: reserved MemAttr or not inner shareable",
-				    (unsigned long long)pte);
+		wrong = leaf_attrs_wrong(cfg, pte);
+		if (wrong)
+			return fail(c, "leaf %#llx: %s", (unsigned long long)pte, wrong);
 	}
 	if (pool->refcount[index] != 1 + nonzero)
 		return fail(c, "table page %#llx (level %d): count %u, expected 1 + %llu entries",

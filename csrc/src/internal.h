@@ -116,12 +116,12 @@ static inline uint32_t *s2pt__page_count(struct s2pt_pgtable *pt, const uint64_t
 /* Child table of a table descriptor. */
 static inline uint64_t *s2pt__child(const struct s2pt_pgtable *pt, uint64_t pte)
 {
-	return s2pt__table_ptr(pt->pool, s2pt_pte_addr(pte, pt->cfg.granule_shift));
+	return s2pt__table_ptr(pt->pool, s2pt_pte_addr(&pt->cfg, pte));
 }
 
 static inline uint32_t s2pt__child_index(const struct s2pt_pgtable *pt, uint64_t pte)
 {
-	return (uint32_t)((s2pt_pte_addr(pte, pt->cfg.granule_shift) - pt->pool->base_pa) >>
+	return (uint32_t)((s2pt_pte_addr(&pt->cfg, pte) - pt->pool->base_pa) >>
 			  pt->cfg.granule_shift);
 }
 
@@ -153,24 +153,47 @@ static inline void s2pt__table_free(struct s2pt_pgtable *pt, uint32_t index)
 
 /* Record a TLB invalidation; a full log collapses into one VMID-wide event. */
 void s2pt__tlbi_record(struct s2pt_tlbi_log *log, int kind, uint64_t ipa, uint64_t size,
-		       int level);
+		       int level, uint32_t reason);
 
 /* Inline so that leaf loops pay one test when nothing is logged or the log has overflowed. */
 static inline void s2pt__tlbi(struct s2pt_pgtable *pt, int kind, uint64_t ipa, uint64_t size,
-			      int level)
+			      int level, uint32_t reason)
 {
 	struct s2pt_tlbi_log *log = pt->tlbi;
 
 	if (log && !log->overflowed && log->capacity)
-		s2pt__tlbi_record(log, kind, ipa, size, level);
+		s2pt__tlbi_record(log, kind, ipa, size, level, reason);
+}
+
+/* The invalidation for a leaf: by IPA with its level as the hint. */
+static inline void s2pt__tlbi_leaf(struct s2pt_pgtable *pt, uint64_t ipa, int level,
+				   uint32_t reason)
+{
+	s2pt__tlbi(pt, S2PT_TLBI_IPA, ipa, s2pt__span(&pt->cfg, level), level, reason);
+}
+
+/*
+ * Replace a valid leaf by another leaf. Only a change of software bits (ignored by hardware)
+ * is written without break-before-make; anything else is broken first and invalidated.
+ */
+static inline void s2pt__tlbi_replace(struct s2pt_pgtable *pt, uint64_t old, uint64_t pte,
+				      uint64_t ipa, int level)
+{
+	if (s2pt_pte_valid(old) && ((old ^ pte) & ~S2PT_PTE_SW))
+		s2pt__tlbi_leaf(pt, ipa, level, S2PT_TLBI_REPLACE);
+}
+
+/* KVM defers unmap invalidations to one range flush when it has FWB and FEAT_TLBIRANGE. */
+static inline int s2pt__unmap_deferred(const struct s2pt_config *cfg)
+{
+	return (cfg->flags & (S2PT_CONFIG_FWB | S2PT_CONFIG_NO_TLBIRANGE)) == S2PT_CONFIG_FWB;
 }
 
 /* Validate a range against the IPA space: alignment, then size and wrap-around. */
 int s2pt__check_range(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size);
 
-/* Validate prot / memattr values (not their combination with existing leaves). */
-int s2pt__check_prot(uint32_t prot);
-int s2pt__memattr_valid(uint32_t memattr);
+/* Validate a prot value for the VM (PX without UX and the reverse need FEAT_XNX). */
+int s2pt__check_prot(const struct s2pt_config *cfg, uint32_t prot);
 
 /* Clear [ipa, ipa + size) and free every table entirely inside it, without events. */
 int s2pt__clear_range(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size);

@@ -7,7 +7,7 @@
 struct map_args {
 	uint64_t ipa;   /* start of the range */
 	uint64_t pa;    /* output address of ipa */
-	uint64_t attrs; /* leaf attribute bits */
+	uint64_t attrs; /* leaf attribute bits (no address, no type) */
 	int blocks;
 };
 
@@ -33,10 +33,8 @@ static inline int leaf_allowed(const struct s2pt_pgtable *pt, const struct map_a
 static inline int block_identical(const struct s2pt_pgtable *pt, const struct map_args *m,
 				  uint64_t pte, uint64_t entry_ipa)
 {
-	uint64_t mask = S2PT_PTE_LEAF_ATTRS;
-
-	return (pte & mask) == m->attrs &&
-	       s2pt_pte_addr(pte, pt->cfg.granule_shift) == pa_for(m, entry_ipa);
+	return s2pt_pte_attrs(&pt->cfg, pte) == m->attrs &&
+	       s2pt_pte_addr(&pt->cfg, pte) == pa_for(m, entry_ipa);
 }
 
 /*
@@ -220,18 +218,18 @@ static int split_block(const struct s2pt_walk_ctx *ctx, int keep)
 		return ret;
 	child = s2pt__page_ptr(pt->pool, index);
 	if (keep && s2pt_pte_valid(ctx->old)) {
-		uint64_t attrs = ctx->old & S2PT_PTE_LEAF_ATTRS;
-		uint64_t pa = s2pt_pte_addr(ctx->old, cfg->granule_shift);
+		uint64_t attrs = s2pt_pte_attrs(cfg, ctx->old);
+		uint64_t pa = s2pt_pte_addr(cfg, ctx->old);
 		uint64_t step = s2pt__span(cfg, ctx->level + 1);
 
 		for (uint64_t i = 0; i < nentries; i++)
-			child[i] = s2pt_leaf_pte(pa + i * step, attrs, ctx->level + 1);
+			child[i] = s2pt_leaf_pte(cfg, pa + i * step, attrs, ctx->level + 1);
 		pt->pool->refcount[index] += (uint32_t)nentries;
 		pt->pool->hint[index] = ~0ull;
 	}
 	if (s2pt_pte_valid(ctx->old))
-		s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr, s2pt__span(cfg, ctx->level), ctx->level);
-	s2pt__set_pte(pt, ctx->ptep, s2pt_table_pte(s2pt__page_pa(pt->pool, index)));
+		s2pt__tlbi_leaf(pt, ctx->addr, ctx->level, S2PT_TLBI_SPLIT);
+	s2pt__set_pte(pt, ctx->ptep, s2pt_table_pte(cfg, s2pt__page_pa(pt->pool, index)));
 	return 0;
 }
 
@@ -251,9 +249,14 @@ static inline struct s2pt_walk_ctx run_entry(const struct s2pt_walk_ctx *ctx, ui
 static int map_run(const struct s2pt_walk_ctx *ctx, const struct map_args *m)
 {
 	struct s2pt_pgtable *pt = ctx->pt;
-	uint64_t span = s2pt__span(&pt->cfg, ctx->level);
+	const struct s2pt_config *cfg = &pt->cfg;
+	uint64_t span = s2pt__span(cfg, ctx->level);
 	uint64_t *ptep = ctx->ptep;
 	uint32_t nr = ctx->nr, added = 0;
+	uint64_t pa = pa_for(m, ctx->addr);
+	/* Consecutive leaves differ by span in their descriptors too, unless the run crosses
+	 * the top of the in-place address field (2^48, 2^50 with LPA2) in a 52-bit format. */
+	int linear = !((pa ^ (pa + (nr - 1) * span)) & ~(cfg->oa_mask | (span - 1)));
 	uint32_t *count;
 	uint64_t pte;
 
@@ -273,9 +276,8 @@ static int map_run(const struct s2pt_walk_ctx *ctx, const struct map_args *m)
 		return 1; /* descend into the new tables */
 	}
 	count = s2pt__page_count(pt, ptep);
-	/* Output addresses stay below 2^pa_bits, so adding span never carries into attributes. */
-	pte = s2pt_leaf_pte(pa_for(m, ctx->addr), m->attrs, ctx->level);
-	if (*count == 1) {
+	pte = s2pt_leaf_pte(cfg, pa, m->attrs, ctx->level);
+	if (*count == 1 && S2PT_LIKELY(linear)) {
 		/* KVM's count says the page holds nothing: a plain fill, nothing to invalidate. */
 		for (uint32_t i = 0; i < nr; i++)
 			ptep[i] = pte + i * span;
@@ -284,13 +286,16 @@ static int map_run(const struct s2pt_walk_ctx *ctx, const struct map_args *m)
 		return 0;
 	}
 	s2pt__hint_range(pt->pool, ptep, nr);
-	for (uint32_t i = 0; i < nr; i++, pte += span) {
+	for (uint32_t i = 0; i < nr; i++) {
 		uint64_t old = ptep[i];
 
+		if (!linear)
+			pte = s2pt_leaf_pte(cfg, pa + i * span, m->attrs, ctx->level);
+		else if (i)
+			pte += span;
 		if (old == pte)
 			continue; /* already exactly this: no write, no event */
-		if (s2pt_pte_valid(old))
-			s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr + i * span, span, ctx->level);
+		s2pt__tlbi_replace(pt, old, pte, ctx->addr + i * span, ctx->level);
 		added += !old;
 		ptep[i] = pte;
 	}
@@ -309,18 +314,24 @@ static int map_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	if (visit == S2PT_WALK_LEAF_RUN)
 		return map_run(ctx, m);
 	if (covered && leaf_allowed(pt, m, ctx->level)) {
-		pte = s2pt_leaf_pte(pa_for(m, ctx->addr), m->attrs, ctx->level);
+		pte = s2pt_leaf_pte(&pt->cfg, pa_for(m, ctx->addr), m->attrs, ctx->level);
 		if (visit == S2PT_WALK_TABLE_PRE) {
-			/* Coalesce: the table's whole span becomes one block; free the subtree. */
+			/* Coalesce: the table's whole span becomes one block; free the subtree.
+			 * Without FEAT_TLBIRANGE KVM invalidates the whole VMID instead. */
 			int ret = s2pt__clear_range(pt, ctx->addr, span);
 
 			if (ret)
 				return ret;
-			s2pt__tlbi(pt, S2PT_TLBI_RANGE, ctx->addr, span, S2PT_TLBI_LEVEL_UNKNOWN);
+			if (pt->cfg.flags & S2PT_CONFIG_NO_TLBIRANGE)
+				s2pt__tlbi(pt, S2PT_TLBI_VMID, 0, 0, S2PT_TLBI_LEVEL_UNKNOWN,
+					   S2PT_TLBI_COALESCE);
+			else
+				s2pt__tlbi(pt, S2PT_TLBI_RANGE, ctx->addr, span,
+					   S2PT_TLBI_LEVEL_UNKNOWN, S2PT_TLBI_COALESCE);
 		} else if (ctx->old == pte) {
 			return 0; /* already exactly this: no write, no event */
-		} else if (s2pt_pte_valid(ctx->old)) {
-			s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr, span, ctx->level);
+		} else {
+			s2pt__tlbi_replace(pt, ctx->old, pte, ctx->addr, ctx->level);
 		}
 		s2pt__set_pte(pt, ctx->ptep, pte);
 		return 0;
@@ -342,11 +353,11 @@ static int map_check(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, u
 
 	if (pt->destroyed)
 		return S2PT_EDESTROYED;
-	if (s2pt__check_prot(prot) || !s2pt__memattr_valid(memattr) ||
-	    (flags & ~(S2PT_MAP_NO_BLOCKS | S2PT_MAP_NO_AF)))
+	if (s2pt__check_prot(&pt->cfg, prot) || s2pt_memattr_field(&pt->cfg, memattr) < 0 ||
+	    (flags & ~(S2PT_MAP_NO_BLOCKS | S2PT_MAP_NO_AF | S2PT_MAP_SW_MASK)))
 		return S2PT_EINVAL;
-	/* KVM refuses execute permission on Device memory. */
-	if ((prot & S2PT_PROT_X) && (memattr & 0xc) == 0)
+	/* KVM refuses execute permission (EL1 or EL0) on Device memory. */
+	if ((prot & S2PT_PROT_X) && s2pt_memattr_is_device(memattr))
 		return S2PT_EINVAL;
 	if (pa & ((1ull << pt->cfg.granule_shift) - 1))
 		return S2PT_EALIGN;
@@ -380,11 +391,10 @@ static int map_page_fast(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uin
 			return 0;
 		table = s2pt__child(pt, *ptep);
 	}
-	pte = s2pt_leaf_pte(pa, attrs, 3);
+	pte = s2pt_leaf_pte(cfg, pa, attrs, 3);
 	if (*ptep == pte)
 		return 1; /* already exactly this: no write, no event */
-	if (s2pt_pte_valid(*ptep))
-		s2pt__tlbi(pt, S2PT_TLBI_IPA, ipa, 1ull << cfg->granule_shift, 3);
+	s2pt__tlbi_replace(pt, *ptep, pte, ipa, 3);
 	s2pt__set_pte(pt, ptep, pte);
 	return 1;
 }
@@ -406,7 +416,9 @@ static int map_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_
 		return 0;
 	m.ipa = ipa;
 	m.pa = pa;
-	m.attrs = s2pt_leaf_attrs(prot, memattr, !(flags & S2PT_MAP_NO_AF));
+	m.attrs = s2pt_leaf_attrs(&pt->cfg, prot, (uint32_t)s2pt_memattr_field(&pt->cfg, memattr),
+				  !(flags & S2PT_MAP_NO_AF),
+				  (flags & S2PT_MAP_SW_MASK) >> S2PT_MAP_SW_SHIFT);
 	m.blocks = !(flags & S2PT_MAP_NO_BLOCKS);
 	pt->allocs = 0;
 	if (size == (1ull << pt->cfg.granule_shift) && map_page_fast(pt, ipa, pa, m.attrs))
@@ -452,6 +464,7 @@ int s2pt_map_many(struct s2pt_pgtable *pt, const uint64_t *ipas, const uint64_t 
 
 struct unmap_args {
 	uint64_t unmapped;
+	int deferred; /* one RANGE event after the walk instead of one per leaf */
 };
 
 /*
@@ -487,8 +500,9 @@ static void unmap_run(const struct s2pt_walk_ctx *ctx, struct unmap_args *u)
 				continue;
 			if (s2pt_pte_valid(old)) {
 				u->unmapped += span;
-				s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr + (e - first) * span, span,
-					   ctx->level);
+				if (!u->deferred)
+					s2pt__tlbi_leaf(pt, ctx->addr + (e - first) * span,
+							ctx->level, S2PT_TLBI_UNMAP);
 			}
 			table[e] = 0;
 			--*count;
@@ -519,7 +533,10 @@ static int unmap_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 		if (pt->pool->refcount[child] == 1) {
 			s2pt__set_pte(pt, ctx->ptep, 0);
 			s2pt__table_free(pt, child);
-			s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr, span, S2PT_TLBI_LEVEL_UNKNOWN);
+			/* Not deferred even when leaves are: KVM invalidates a removed table at
+			 * once, by IPA without a level hint. */
+			s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr, span, S2PT_TLBI_LEVEL_UNKNOWN,
+				   S2PT_TLBI_TABLE);
 		}
 		return 0;
 	}
@@ -530,7 +547,8 @@ static int unmap_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 			struct unmap_args *u = ctx->arg;
 
 			u->unmapped += span;
-			s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr, span, ctx->level);
+			if (!u->deferred)
+				s2pt__tlbi_leaf(pt, ctx->addr, ctx->level, S2PT_TLBI_UNMAP);
 		}
 		s2pt__set_pte(pt, ctx->ptep, 0);
 		return 0;
@@ -541,7 +559,7 @@ static int unmap_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 
 static int unmap_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *unmapped)
 {
-	struct unmap_args u = {0};
+	struct unmap_args u = {.deferred = s2pt__unmap_deferred(&pt->cfg)};
 	const struct s2pt_walker w = {
 		.cb = unmap_cb,
 		.arg = &u,
@@ -557,6 +575,8 @@ static int unmap_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uin
 		       : need_edges(pt, pt->root, pt->cfg.root_entries,
 				    pt->cfg.start_level, ipa, ipa + size, -1);
 	ret = walk_reserved(pt, ipa, size, need, &w);
+	if (!ret && u.deferred && u.unmapped)
+		s2pt__tlbi(pt, S2PT_TLBI_RANGE, ipa, size, S2PT_TLBI_LEVEL_UNKNOWN, S2PT_TLBI_UNMAP);
 	*unmapped += u.unmapped;
 	return ret;
 }
@@ -612,7 +632,7 @@ static int protect_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 			pte = s2pt_pte_set_prot(old, p->prot);
 			if (!s2pt_pte_valid(old) || pte == old)
 				continue;
-			s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr + i * span, span, ctx->level);
+			s2pt__tlbi_leaf(pt, ctx->addr + i * span, ctx->level, S2PT_TLBI_PERM);
 			ctx->ptep[i] = pte; /* non-zero to non-zero: the count does not move */
 		}
 		return 0;
@@ -623,7 +643,7 @@ static int protect_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	if (pte == ctx->old)
 		return 0;
 	if (ctx->addr >= ctx->start && ctx->addr + span <= ctx->end) {
-		s2pt__tlbi(pt, S2PT_TLBI_IPA, ctx->addr, span, ctx->level);
+		s2pt__tlbi_leaf(pt, ctx->addr, ctx->level, S2PT_TLBI_PERM);
 		*ctx->ptep = pte; /* non-zero to non-zero: the count does not move */
 		return 0;
 	}
@@ -637,7 +657,9 @@ static int device_exec_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	for (uint32_t i = 0; i < ctx->nr; i++) {
 		uint64_t pte = ctx->ptep[i];
 
-		if (s2pt_pte_valid(pte) && (s2pt_pte_memattr(pte) & 0xc) == 0)
+		if (s2pt_pte_valid(pte) &&
+		    s2pt_memattr_name(&ctx->pt->cfg, s2pt_pte_memattr_field(pte)) <=
+			    (int)S2PT_MEMATTR_DEVICE_GRE)
 			return S2PT_EINVAL;
 	}
 	return 0;
@@ -656,7 +678,7 @@ int s2pt_protect(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t 
 
 	if (pt->destroyed)
 		return S2PT_EDESTROYED;
-	if (s2pt__check_prot(prot))
+	if (s2pt__check_prot(&pt->cfg, prot))
 		return S2PT_EINVAL;
 	ret = s2pt__check_range(pt, ipa, size);
 	if (ret || size == 0)
@@ -702,7 +724,7 @@ static int af_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 			ctx->ptep[i] = pte | S2PT_PTE_AF;
 		} else if (pte & S2PT_PTE_AF) {
 			ctx->ptep[i] = pte & ~S2PT_PTE_AF;
-			s2pt__tlbi(ctx->pt, S2PT_TLBI_IPA, ctx->addr + i * span, span, ctx->level);
+			s2pt__tlbi_leaf(ctx->pt, ctx->addr + i * span, ctx->level, S2PT_TLBI_AF);
 		}
 	}
 	return 0;

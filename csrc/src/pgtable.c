@@ -38,14 +38,14 @@ void s2pt_pgtable_destroy(struct s2pt_pgtable *pt)
 	for (uint32_t i = 0; i < pt->cfg.root_tables; i++)
 		s2pt__table_free(pt, pt->root_index + i);
 	S2PT_ASSERT(pt->table_pages == 0);
-	s2pt__tlbi(pt, S2PT_TLBI_VMID, 0, 0, S2PT_TLBI_LEVEL_UNKNOWN);
+	s2pt__tlbi(pt, S2PT_TLBI_VMID, 0, 0, S2PT_TLBI_LEVEL_UNKNOWN, S2PT_TLBI_DESTROY);
 	pt->pool->live_tables--;
 	pt->destroyed = 1;
 	pt->root = NULL;
 }
 
 void s2pt__tlbi_record(struct s2pt_tlbi_log *log, int kind, uint64_t ipa, uint64_t size,
-		       int level)
+		       int level, uint32_t reason)
 {
 	struct s2pt_tlbi *ev;
 
@@ -57,6 +57,7 @@ void s2pt__tlbi_record(struct s2pt_tlbi_log *log, int kind, uint64_t ipa, uint64
 		kind = S2PT_TLBI_VMID;
 		ipa = size = 0;
 		level = S2PT_TLBI_LEVEL_UNKNOWN;
+		reason = S2PT_TLBI_OVERFLOW;
 	} else {
 		ev = &log->events[log->count++];
 	}
@@ -64,6 +65,9 @@ void s2pt__tlbi_record(struct s2pt_tlbi_log *log, int kind, uint64_t ipa, uint64
 	ev->ipa = ipa;
 	ev->size = size;
 	ev->level = level;
+	ev->reason = reason;
+	ev->bbm = reason == S2PT_TLBI_REPLACE || reason == S2PT_TLBI_SPLIT ||
+		  reason == S2PT_TLBI_COALESCE;
 }
 
 int s2pt__check_range(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size)
@@ -78,22 +82,12 @@ int s2pt__check_range(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size
 	return 0;
 }
 
-int s2pt__check_prot(uint32_t prot)
+int s2pt__check_prot(const struct s2pt_config *cfg, uint32_t prot)
 {
 	if (prot & ~S2PT_PROT_ALL)
 		return S2PT_EINVAL;
 	/* Without FEAT_XNX one XN bit governs EL1 and EL0 execute alike. */
-	if (!(prot & S2PT_PROT_PX) != !(prot & S2PT_PROT_UX))
+	if (!(cfg->flags & S2PT_CONFIG_XNX) && !(prot & S2PT_PROT_PX) != !(prot & S2PT_PROT_UX))
 		return S2PT_EINVAL;
 	return 0;
-}
-
-int s2pt__memattr_valid(uint32_t memattr)
-{
-	/* Device: [3:2] = 0, any subtype. Normal: outer [3:2] and inner [1:0] each NC/WT/WB. */
-	if (memattr > 0xf)
-		return 0;
-	if ((memattr & 0xc) == 0)
-		return 1;
-	return (memattr & 0x3) != 0;
 }

@@ -26,7 +26,7 @@ static inline enum step_result step(const struct s2pt_pgtable *pt, uint64_t pte,
 {
 	const struct s2pt_config *cfg = &pt->cfg;
 
-	*addr = pte & s2pt_oa_mask(cfg->granule_shift);
+	*addr = s2pt_pte_addr(cfg, pte);
 	if (!(pte & S2PT_PTE_VALID))
 		goto translation;
 	if (level == 3 || !(pte & S2PT_PTE_TYPE)) {
@@ -117,12 +117,16 @@ static inline void fill(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pt
 {
 	uint64_t span = s2pt__span(&pt->cfg, level);
 
+	int memattr = s2pt_memattr_name(&pt->cfg, s2pt_pte_memattr_field(pte));
+
 	out->size = span;
-	out->pa = (s2pt_pte_addr(pte, pt->cfg.granule_shift) & ~(span - 1)) | (ipa & (span - 1));
+	out->pa = (s2pt_pte_addr(&pt->cfg, pte) & ~(span - 1)) | (ipa & (span - 1));
 	out->level = level;
 	out->prot = s2pt_pte_prot(pte);
-	out->memattr = s2pt_pte_memattr(pte);
+	/* s2pt never writes a reserved encoding; report the raw field if one is found. */
+	out->memattr = memattr < 0 ? s2pt_pte_memattr_field(pte) : (uint32_t)memattr;
 	out->af = !!(pte & S2PT_PTE_AF);
+	out->sw = s2pt_pte_sw(pte);
 	out->pte = pte;
 }
 
@@ -136,8 +140,12 @@ static inline int check_access(uint64_t pte, uint32_t access)
 		return (pte & S2PT_PTE_S2AP_R) ? 0 : S2PT_FAULT_PERMISSION;
 	case S2PT_ACCESS_WRITE:
 		return (pte & S2PT_PTE_S2AP_W) ? 0 : S2PT_FAULT_PERMISSION;
+	case S2PT_ACCESS_EXEC:
+		/* AArch64 EL2: stage-2 execute depends on XN only, not on read permission.
+		 * EL1 may execute for XN[1:0] = 0b00 and 0b11 (FEAT_XNX). */
+		return (!(pte & S2PT_PTE_XN) != !(pte & S2PT_PTE_XN0)) ? S2PT_FAULT_PERMISSION : 0;
 	default:
-		/* AArch64 EL2: stage-2 execute depends on XN only, not on read permission. */
+		/* EL0 may execute for XN[1:0] = 0b00 and 0b01. */
 		return (pte & S2PT_PTE_XN) ? S2PT_FAULT_PERMISSION : 0;
 	}
 }
@@ -150,7 +158,7 @@ int s2pt_translate(const struct s2pt_pgtable *pt, uint64_t ipa, uint32_t access,
 
 	if (pt->destroyed)
 		return S2PT_EDESTROYED;
-	if (access > S2PT_ACCESS_EXEC)
+	if (access > S2PT_ACCESS_EXEC_EL0)
 		return S2PT_EINVAL;
 	ret = walk_one(pt, ipa, &pte, &level, f, NULL, NULL);
 	if (ret)
@@ -192,19 +200,23 @@ static inline int64_t put(const struct s2pt_pgtable *pt, size_t i, uint64_t ipa,
 		fsc_out[i] = (uint8_t)s2pt_fsc(kind, level);
 		return 1;
 	}
-	pa_out[i] = (s2pt_pte_addr(pte, pt->cfg.granule_shift) & ~(span - 1)) | (ipa & (span - 1));
+	pa_out[i] = (s2pt_pte_addr(&pt->cfg, pte) & ~(span - 1)) | (ipa & (span - 1));
 	fsc_out[i] = S2PT_FSC_NONE;
 	return 0;
 }
 
-/* The leaf bits an access needs: (pte & mask) == want, AF first as the architecture orders. */
+/*
+ * Leaf bits that let an access through: (pte & mask) == want. Read and write need their S2AP
+ * bit set; EL0 execute needs XN[1] clear; EL1 execute is let through here for XN[1:0] = 0b00
+ * only, and its other allowed value (0b11, FEAT_XNX) takes the slow path.
+ */
 static inline void access_bits(uint32_t access, uint64_t *mask, uint64_t *want)
 {
-	static const uint64_t perm[] = {S2PT_PTE_S2AP_R, S2PT_PTE_S2AP_W, S2PT_PTE_XN};
+	static const uint64_t perm[] = {S2PT_PTE_S2AP_R, S2PT_PTE_S2AP_W, S2PT_PTE_XN_MASK,
+					S2PT_PTE_XN};
 
 	*mask = S2PT_PTE_AF | perm[access];
-	/* Read and write need their S2AP bit set; execute needs XN clear. */
-	*want = S2PT_PTE_AF | (access == S2PT_ACCESS_EXEC ? 0 : perm[access]);
+	*want = S2PT_PTE_AF | (access >= S2PT_ACCESS_EXEC ? 0 : perm[access]);
 }
 
 /*
@@ -245,7 +257,8 @@ int64_t s2pt_translate_many(const struct s2pt_pgtable *pt, const uint64_t *ipas,
 {
 	const struct s2pt_config *cfg = &pt->cfg;
 	const struct s2pt_pool *pool = pt->pool;
-	const uint64_t oa_mask = s2pt_oa_mask(cfg->granule_shift);
+	const uint64_t oa_mask = cfg->oa_mask, oa_hi_mask = cfg->oa_hi_mask;
+	const uint32_t oa_hi_shift = cfg->oa_hi_shift;
 	/* Every pool page lies below 2^pa_bits (s2pt_pgtable_init), so "inside the pool" also
 	 * rules out an address-size fault for a table address. */
 	const uint64_t pool_bytes = s2pt__pool_end_pa(pool) - pool->base_pa;
@@ -260,7 +273,7 @@ int64_t s2pt_translate_many(const struct s2pt_pgtable *pt, const uint64_t *ipas,
 
 	if (pt->destroyed)
 		return S2PT_EDESTROYED;
-	if (access > S2PT_ACCESS_EXEC)
+	if (access > S2PT_ACCESS_EXEC_EL0)
 		return S2PT_EINVAL;
 	access_bits(access, &mask, &want);
 	mask |= S2PT_PTE_TYPE_MASK;
@@ -294,7 +307,8 @@ int64_t s2pt_translate_many(const struct s2pt_pgtable *pt, const uint64_t *ipas,
 				if (!table[g])
 					continue;
 				pte = *table[g];
-				addr = (pte & oa_mask) - pool->base_pa;
+				addr = ((pte & oa_mask) | (pte & oa_hi_mask) << oa_hi_shift) -
+				       pool->base_pa;
 				if (S2PT_LIKELY((pte & S2PT_PTE_TYPE_MASK) == S2PT_PTE_TYPE_TABLE &&
 						addr < pool_bytes)) {
 					table[g] = (const uint64_t *)(pool->mem + addr) +
@@ -318,7 +332,7 @@ int64_t s2pt_translate_many(const struct s2pt_pgtable *pt, const uint64_t *ipas,
 			if (!table[g])
 				continue;
 			pte = *table[g];
-			addr = pte & oa_mask;
+			addr = (pte & oa_mask) | (pte & oa_hi_mask) << oa_hi_shift;
 			if (S2PT_LIKELY((pte & mask) == want && addr < pa_limit)) {
 				pa_out[base + g] = addr | (ipa[g] & page_mask);
 				fsc_out[base + g] = S2PT_FSC_NONE;

@@ -63,9 +63,9 @@ TEST(check_stray_leaf_bits)
 {
 	struct fx f;
 	uint64_t *page, *blk2, *blk1;
-	/* bit 11 (RES0 at stage 2), 52 (contiguous), 53 (XN[0], FEAT_XNX), 55 (software),
-	 * 51 (DBM), 63 (ignored), 47 out of a 40-bit PA size */
-	static const uint64_t bits[] = {1ull << 11, 1ull << 52, 1ull << 53, 1ull << 55,
+	/* bit 11 (RES0 at stage 2), 52 (contiguous), 53 (XN[0], FEAT_XNX, which this VM lacks),
+	 * 59 (PBHA, ignored), 51 (DBM), 63 (ignored), 47 out of a 40-bit PA size */
+	static const uint64_t bits[] = {1ull << 11, 1ull << 52, 1ull << 53, 1ull << 59,
 					1ull << 51, 1ull << 63, 1ull << 47};
 
 	REQUIRE_EQ(setup(&f), 0);

@@ -245,9 +245,13 @@ TEST(config_invalid_rejected_and_cfg_untouched)
 		{0, 4096, 48, 1, 0},      {40, 4096, 36, 1, 0},     {33, 4096, 32, 1, 0},
 		{48, 16384, 44, 1, 0},    {40, 4096, 52, 1, 0},     {40, 4096, 33, 1, 0},
 		{40, 4096, 0, 1, 0},      {40, 8192, 48, 1, 0},     {40, 0, 48, 1, 0},
-		{40, 4095, 48, 1, 0},     {40, 32768, 48, 1, 0},    {40, 4096, 48, 1, S2PT_CONFIG_LPA2},
-		{40, 4096, 48, 1, 0x2},   {40, 4096, 48, 65536, 0}, {40, 4096, 48, 0xffffffffu, 0},
-		{52, 65536, 52, 1, 0},
+		{40, 4095, 48, 1, 0},     {40, 32768, 48, 1, 0},    {40, 4096, 48, 1, 0x10},
+		{40, 4096, 48, 65536, 0}, {40, 4096, 48, 0xffffffffu, 0},
+		/* LPA2 is a 4K/16K format; 52-bit PA needs LPA2 or 64K; IPA <= PA; <= 52 bits */
+		{40, 65536, 48, 1, S2PT_CONFIG_LPA2}, {49, 4096, 52, 1, 0},
+		{48, 16384, 52, 1, S2PT_CONFIG_FWB},  {49, 16384, 48, 1, S2PT_CONFIG_LPA2},
+		{53, 65536, 52, 1, 0},                {53, 4096, 52, 1, S2PT_CONFIG_LPA2},
+		{49, 65536, 48, 1, 0},
 	};
 
 	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -295,7 +299,7 @@ TEST(config_from_vtcr_round_trip)
 								    vmids[vi], 0),
 						   0);
 					memset(&b, 0, sizeof(b));
-					CHECK_EQ(s2pt_config_from_vtcr(&b, a.vtcr, vmids[vi]), 0);
+					CHECK_EQ(s2pt_config_from_vtcr(&b, a.vtcr, vmids[vi], 0), 0);
 					check_same_cfg(&a, &b);
 				}
 }
@@ -338,7 +342,7 @@ TEST(config_from_vtcr_non_kvm_valid)
 	for (unsigned i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		struct s2pt_config c;
 		uint64_t v = vtcr_of(ok[i].t0sz, ok[i].sl0, ok[i].tg0, ok[i].ps);
-		int r = s2pt_config_from_vtcr(&c, v, 1);
+		int r = s2pt_config_from_vtcr(&c, v, 1, 0);
 
 		CHECK_MSG(r == 0, "case %u: vtcr %#llx rejected (%d)", i, (unsigned long long)v, r);
 		if (r)
@@ -363,16 +367,16 @@ TEST(config_from_vtcr_attributes_and_vs)
 	uint64_t nc = base & ~(0xfull << 8 | 3ull << 12); /* IRGN0 = ORGN0 = NC, SH0 = non-shareable */
 	uint64_t outer = (base & ~(3ull << 12)) | 2ull << 12;
 
-	CHECK_EQ(s2pt_config_from_vtcr(&c, nc, 1), 0);
+	CHECK_EQ(s2pt_config_from_vtcr(&c, nc, 1, 0), 0);
 	CHECK_EQ(c.vtcr, nc);
-	CHECK_EQ(s2pt_config_from_vtcr(&c, outer, 1), 0);
+	CHECK_EQ(s2pt_config_from_vtcr(&c, outer, 1, 0), 0);
 	/* VS with a small VMID is allowed; VS is needed for VMID 300. */
-	CHECK_EQ(s2pt_config_from_vtcr(&c, base | 1ull << 19, 5), 0);
+	CHECK_EQ(s2pt_config_from_vtcr(&c, base | 1ull << 19, 5, 0), 0);
 	CHECK_EQ(c.vmid, 5);
-	CHECK_EQ(s2pt_config_from_vtcr(&c, base | 1ull << 19, 300), 0);
+	CHECK_EQ(s2pt_config_from_vtcr(&c, base | 1ull << 19, 300, 0), 0);
 	CHECK_EQ(c.vmid, 300);
 	/* RES1 bit 31 absent in the input: accepted, and the result has it. */
-	CHECK_EQ(s2pt_config_from_vtcr(&c, base & ~(1ull << 31), 1), 0);
+	CHECK_EQ(s2pt_config_from_vtcr(&c, base & ~(1ull << 31), 1, 0), 0);
 	CHECK_EQ(c.vtcr & (1ull << 31), 1ull << 31);
 }
 
@@ -407,16 +411,22 @@ TEST(config_from_vtcr_inconsistent_rejected)
 		vtcr_of(20, 3, 1, 5),
 		/* TG0 = 0b11 reserved */
 		vtcr_of(24, 1, 3, 5),
-		/* PS 0b110 (52 bits, not modelled) and 0b111 (reserved) */
+		/* PS 0b110 (52 bits) for 4K / 16K without DS, and 0b111 (reserved) */
 		vtcr_of(24, 1, 0, 6),
+		vtcr_of(24, 2, 2, 6),
 		vtcr_of(24, 1, 0, 7),
+		/* DS with 64K (RES0 there); 16K level 0 with DS resolves 48..62 bits: IPA 47 */
+		vtcr_of(22, 1, 1, 5) | 1ull << 32,
+		vtcr_of(17, 3, 2, 5) | 1ull << 32,
+		/* IPA 49 with DS but PS 48: larger than the PA size */
+		vtcr_of(15, 2, 0, 5) | 1ull << 32,
 		/* SH0 = 0b01 reserved */
 		(vtcr_of(24, 1, 0, 5) & ~(3ull << 12)) | 1ull << 12,
-		/* HA, HD, DS, SL2, NSW set */
+		/* HA, HD, SL2 (with and without DS), NSW set */
 		vtcr_of(24, 1, 0, 5) | 1ull << 21,
 		vtcr_of(24, 1, 0, 5) | 1ull << 22,
-		vtcr_of(24, 1, 0, 5) | 1ull << 32,
 		vtcr_of(24, 1, 0, 5) | 1ull << 33,
+		vtcr_of(12, 0, 0, 6) | 3ull << 32,
 		vtcr_of(24, 1, 0, 5) | 1ull << 29,
 		/* T0SZ 33 (IPA 31) and 15 (IPA 49), even where the level window would allow them */
 		vtcr_of(33, 1, 0, 5),
@@ -433,15 +443,15 @@ TEST(config_from_vtcr_inconsistent_rejected)
 		struct s2pt_config c;
 
 		memset(&c, 0, sizeof(c));
-		CHECK_MSG(s2pt_config_from_vtcr(&c, bad[i], 1) == S2PT_ECONFIG,
+		CHECK_MSG(s2pt_config_from_vtcr(&c, bad[i], 1, 0) == S2PT_ECONFIG,
 			  "case %u: vtcr %#llx accepted", i, (unsigned long long)bad[i]);
 	}
 	{
 		struct s2pt_config c;
 
 		/* VMID 300 without VS, and a VMID that does not fit 16 bits. */
-		CHECK_EQ(s2pt_config_from_vtcr(&c, vtcr_of(24, 1, 0, 5), 300), S2PT_ECONFIG);
-		CHECK_EQ(s2pt_config_from_vtcr(&c, vtcr_of(24, 1, 0, 5) | 1ull << 19, 65536),
+		CHECK_EQ(s2pt_config_from_vtcr(&c, vtcr_of(24, 1, 0, 5), 300, 0), S2PT_ECONFIG);
+		CHECK_EQ(s2pt_config_from_vtcr(&c, vtcr_of(24, 1, 0, 5) | 1ull << 19, 65536, 0),
 			 S2PT_ECONFIG);
 	}
 }

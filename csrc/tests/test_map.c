@@ -595,7 +595,7 @@ TEST(map_from_vtcr_single_level_64k)
 	uint64_t vtcr = 32 | 0ull << 6 | 1ull << 8 | 1ull << 10 | 3ull << 12 | 1ull << 14 |
 			5ull << 16 | 1ull << 31;
 
-	REQUIRE_EQ(s2pt_config_from_vtcr(&cfg, vtcr, 1), 0);
+	REQUIRE_EQ(s2pt_config_from_vtcr(&cfg, vtcr, 1, 0), 0);
 	REQUIRE_EQ(cfg.start_level, 3);
 	REQUIRE_EQ(fx_pool(&f, 65536, 16, 0x40000000ull), 0);
 	f.cfg = cfg;
@@ -629,7 +629,7 @@ TEST(map_from_vtcr_partial_level1_root_4k)
 	struct s2pt_fault flt;
 	uint64_t vtcr = 30 | 1ull << 6 | 1ull << 8 | 1ull << 10 | 3ull << 12 | 5ull << 16 | 1ull << 31;
 
-	REQUIRE_EQ(s2pt_config_from_vtcr(&cfg, vtcr, 1), 0);
+	REQUIRE_EQ(s2pt_config_from_vtcr(&cfg, vtcr, 1, 0), 0);
 	REQUIRE_EQ(cfg.start_level, 1);
 	REQUIRE_EQ(cfg.root_entries, 16);
 	REQUIRE_EQ(fx_pool(&f, 4096, 16, 0x40000000ull), 0);

@@ -149,7 +149,7 @@ TEST(translate_permission_faults)
 		struct s2pt_translation t;
 		struct s2pt_fault flt;
 
-		CHECK_EQ(s2pt_translate(&f.pt, 0, 3, &t, &flt), S2PT_EINVAL);
+		CHECK_EQ(s2pt_translate(&f.pt, 0, 4, &t, &flt), S2PT_EINVAL);
 		CHECK_EQ(s2pt_translate(&f.pt, 0, 0xffffffffu, &t, &flt), S2PT_EINVAL);
 	}
 	fx_fini(&f);
@@ -294,7 +294,7 @@ TEST(translate_many_matches_translate)
 		CHECK(faults > 0 && faults < 600);
 	}
 	CHECK_EQ(s2pt_translate_many(&f.pt, ipas, 0, 0, pa, fsc), 0);
-	CHECK_EQ(s2pt_translate_many(&f.pt, ipas, 600, 3, pa, fsc), S2PT_EINVAL);
+	CHECK_EQ(s2pt_translate_many(&f.pt, ipas, 600, 4, pa, fsc), S2PT_EINVAL);
 	fx_fini(&f);
 }
 

@@ -12,7 +12,7 @@ cdef extern from "Python.h":
 from cpython.buffer cimport PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from s2pt._cs2pt cimport *
 
@@ -44,12 +44,26 @@ TLBI_IPA = S2PT_TLBI_IPA
 TLBI_RANGE = S2PT_TLBI_RANGE
 TLBI_VMID = S2PT_TLBI_VMID
 TLBI_LEVEL_UNKNOWN = S2PT_TLBI_LEVEL_UNKNOWN
-TLBI_DTYPE = np.dtype([("kind", np.int32), ("level", np.int32), ("ipa", np.uint64),
-                       ("size", np.uint64)])
+#: Why an event was recorded (``reason`` field of :meth:`Stage2.tlbi_log`).
+TLBI_UNMAP = S2PT_TLBI_UNMAP
+TLBI_TABLE = S2PT_TLBI_TABLE
+TLBI_REPLACE = S2PT_TLBI_REPLACE
+TLBI_SPLIT = S2PT_TLBI_SPLIT
+TLBI_COALESCE = S2PT_TLBI_COALESCE
+TLBI_PERM = S2PT_TLBI_PERM
+TLBI_AF = S2PT_TLBI_AF
+TLBI_DESTROY = S2PT_TLBI_DESTROY
+TLBI_OVERFLOW = S2PT_TLBI_OVERFLOW
+#: The C core's struct s2pt_tlbi, field for field (the log is copied out in one piece).
+TLBI_DTYPE = np.dtype([("ipa", np.uint64), ("size", np.uint64), ("kind", np.int32),
+                       ("level", np.int32), ("reason", np.uint32), ("bbm", np.uint32)])
+if TLBI_DTYPE.itemsize != sizeof(s2pt_tlbi):
+    raise ImportError("TLBI_DTYPE does not match struct s2pt_tlbi of the C core")
 
 # Decoding tables, so a result costs an index instead of an enum lookup.
 _PROT = tuple(Prot(i) for i in range(16))
-_MEMATTR = tuple(MemAttr(i) if i in MemAttr._value2member_map_ else i for i in range(16))
+_MEMATTR = tuple(MemAttr(i) if i in MemAttr._value2member_map_ else i
+                 for i in range(S2PT_MEMATTR_STAGE1 + 1))
 _U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
 
 
@@ -89,6 +103,12 @@ cdef inline uint64_t _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
     return v
 
 
+cdef uint32_t _flags(object fwb, object xnx, object tlbi_range):
+    """S2PT_CONFIG_* bits for the per-VM architecture options."""
+    return ((S2PT_CONFIG_FWB if fwb else 0) | (S2PT_CONFIG_XNX if xnx else 0) |
+            (0 if tlbi_range else S2PT_CONFIG_NO_TLBIRANGE))
+
+
 cdef inline uint32_t _u32(object value, str name) except? 0xFFFFFFFF:
     cdef unsigned long v
     if not PyLong_Check(value):
@@ -97,6 +117,15 @@ cdef inline uint32_t _u32(object value, str name) except? 0xFFFFFFFF:
     if (v == <unsigned long>-1 and PyErr_Occurred()) or v > 0xFFFFFFFF:
         _int_error(value, name, InvalidArgumentError, "is out of range")
     return <uint32_t>v
+
+
+cdef uint32_t _map_flags(object blocks, object af, object sw) except? 0xFFFFFFFF:
+    """S2PT_MAP_* bits; ``sw`` is the 4-bit software field of the new leaves."""
+    cdef uint32_t bits = _u32(sw, "sw")
+    if bits > 15:
+        raise InvalidArgumentError(f"sw={sw!r} must be 0..15 (descriptor bits 58:55)")
+    return ((0 if blocks else S2PT_MAP_NO_BLOCKS) | (0 if af else S2PT_MAP_NO_AF) |
+            (bits << S2PT_MAP_SW_SHIFT))
 
 
 cdef const uint64_t[::1] _u64_array(object ipas, str name="ipas") except *:
@@ -202,30 +231,34 @@ cdef class Stage2Config:
     :class:`ConfigError`. Build one from a register value with :meth:`from_vtcr`.
     """
 
-    def __init__(self, ipa_bits=40, granule=4096, pa_bits=48, vmid=1, lpa2=False):
+    def __init__(self, ipa_bits=40, granule=4096, pa_bits=48, vmid=1, lpa2=False, *,
+                 fwb=False, xnx=False, tlbi_range=True):
         cdef int rc
-        if lpa2:
-            raise ConfigError("lpa2=True: FEAT_LPA2 (52-bit) descriptors are not supported yet")
+        cdef uint32_t flags = _flags(fwb, xnx, tlbi_range) | (S2PT_CONFIG_LPA2 if lpa2 else 0)
         rc = s2pt_config_init(&self.cfg, _u32(ipa_bits, "ipa_bits"), _u32(granule, "granule"),
-                              _u32(pa_bits, "pa_bits"), _u32(vmid, "vmid"), 0)
+                              _u32(pa_bits, "pa_bits"), _u32(vmid, "vmid"), flags)
         if rc:
             raise ConfigError(
                 f"invalid stage-2 configuration ipa_bits={ipa_bits}, granule={granule}, "
-                f"pa_bits={pa_bits}, vmid={vmid}: need granule 4096/16384/65536, pa_bits in "
-                f"(32, 36, 40, 42, 44, 48), 32 <= ipa_bits <= 48, ipa_bits <= pa_bits, "
-                f"vmid 0..65535")
+                f"pa_bits={pa_bits}, vmid={vmid}, lpa2={bool(lpa2)}: need granule "
+                f"4096/16384/65536, pa_bits in (32, 36, 40, 42, 44, 48, 52), 32 <= ipa_bits "
+                f"<= 48 (<= 52 with lpa2 or 64K and pa_bits=52), ipa_bits <= pa_bits, "
+                f"pa_bits=52 only with 64K or lpa2, lpa2 only with 4K/16K, vmid 0..65535")
 
     @classmethod
-    def from_vtcr(cls, vtcr, vmid=1):
-        """Decode and validate a VTCR_EL2 value (the level count comes from SL0).
+    def from_vtcr(cls, vtcr, vmid=1, *, fwb=False, xnx=False, tlbi_range=True):
+        """Decode and validate a VTCR_EL2 value (the level count comes from SL0; DS selects
+        the LPA2 format). ``fwb``, ``xnx`` and ``tlbi_range`` are not VTCR fields.
 
-        Refused: T0SZ outside 32..48-bit IPAs, a T0SZ/SL0 pair whose start table would resolve
-        fewer than 1 or more than stride + 4 bits, reserved TG0/PS/SH0/SL0 encodings, a VMID
-        above 255 without VS, and features s2pt does not model (HA, HD, DS, SL2, ...).
+        Refused: T0SZ outside 32..48-bit IPAs (52 with DS, or 64K with a 52-bit PS), a
+        T0SZ/SL0 pair whose start table would resolve fewer than 1 or more than stride + 4
+        bits, reserved TG0/PS/SH0/SL0 encodings, PS = 52 bits for 4K/16K without DS, DS with
+        64K, a VMID above 255 without VS, and features s2pt does not model (HA, HD, SL2, ...).
         """
         cdef Stage2Config self = cls.__new__(cls)
         cdef uint64_t value = _u64(vtcr, "vtcr")
-        if s2pt_config_from_vtcr(&self.cfg, value, _u32(vmid, "vmid")):
+        if s2pt_config_from_vtcr(&self.cfg, value, _u32(vmid, "vmid"),
+                                 _flags(fwb, xnx, tlbi_range)):
             raise ConfigError(f"VTCR_EL2 value {value:#x} (vmid {vmid}) is not a valid "
                               f"stage-2 configuration for s2pt")
         return self
@@ -239,7 +272,26 @@ cdef class Stage2Config:
     @property
     def vmid(self): return self.cfg.vmid
     @property
-    def lpa2(self): return bool(self.cfg.flags & S2PT_CONFIG_LPA2)
+    def lpa2(self):
+        """FEAT_LPA2 descriptors (VTCR_EL2.DS = 1): OA[51:50] in bits 9:8."""
+        return bool(self.cfg.flags & S2PT_CONFIG_LPA2)
+    @property
+    def fwb(self):
+        """HCR_EL2.FWB = 1: MemAttr fields use the FWB encodings."""
+        return bool(self.cfg.flags & S2PT_CONFIG_FWB)
+    @property
+    def xnx(self):
+        """FEAT_XNX: EL1 and EL0 execute (Prot.PX, Prot.UX) may differ."""
+        return bool(self.cfg.flags & S2PT_CONFIG_XNX)
+    @property
+    def tlbi_range(self):
+        """FEAT_TLBIRANGE: coalescing logs a RANGE event (else VMID); with FWB unmap logs one
+        RANGE event per call, as KVM defers it."""
+        return not (self.cfg.flags & S2PT_CONFIG_NO_TLBIRANGE)
+    @property
+    def oa_bits_mask(self):
+        """Descriptor bits that hold an output or table address in this format."""
+        return self.cfg.oa_mask | self.cfg.oa_hi_mask
     @property
     def levels(self): return self.cfg.levels
     @property
@@ -273,7 +325,7 @@ cdef class Stage2Config:
 
     def _key(self):
         return (self.cfg.ipa_bits, self.cfg.pa_bits, self.cfg.granule_shift,
-                self.cfg.start_level, self.cfg.vmid, self.cfg.vtcr)
+                self.cfg.start_level, self.cfg.vmid, self.cfg.vtcr, self.cfg.flags)
 
     def __eq__(self, other):
         if not isinstance(other, Stage2Config):
@@ -284,8 +336,12 @@ cdef class Stage2Config:
         return hash(self._key())
 
     def __repr__(self):
+        extra = "".join(f", {name}=True" for name in ("lpa2", "fwb", "xnx")
+                        if getattr(self, name))
+        if not self.tlbi_range:
+            extra += ", tlbi_range=False"
         return (f"Stage2Config(ipa_bits={self.ipa_bits}, granule={self.granule}, "
-                f"pa_bits={self.pa_bits}, vmid={self.vmid}, levels={self.levels}, "
+                f"pa_bits={self.pa_bits}, vmid={self.vmid}{extra}, levels={self.levels}, "
                 f"start_level={self.start_level}, root_tables={self.root_tables}, "
                 f"vtcr={self.vtcr:#x})")
 
@@ -425,8 +481,9 @@ cdef class Stage2:
         self.pt.destroyed = 1
 
     def __init__(self, ipa_bits=40, granule=4096, pa_bits=48, vmid=1, lpa2=False, pool=None,
-                 *, tlbi_capacity=4096):
-        self._setup(Stage2Config(ipa_bits, granule, pa_bits, vmid, lpa2), pool, tlbi_capacity)
+                 *, fwb=False, xnx=False, tlbi_range=True, tlbi_capacity=4096):
+        self._setup(Stage2Config(ipa_bits, granule, pa_bits, vmid, lpa2, fwb=fwb, xnx=xnx,
+                                 tlbi_range=tlbi_range), pool, tlbi_capacity)
 
     @classmethod
     def from_config(cls, Stage2Config config not None, pool=None, *, tlbi_capacity=4096):
@@ -502,13 +559,22 @@ cdef class Stage2:
     @property
     def vtcr(self): return self.pt.cfg.vtcr
     @property
+    def lpa2(self): return bool(self.pt.cfg.flags & S2PT_CONFIG_LPA2)
+    @property
+    def fwb(self): return bool(self.pt.cfg.flags & S2PT_CONFIG_FWB)
+    @property
+    def xnx(self): return bool(self.pt.cfg.flags & S2PT_CONFIG_XNX)
+    @property
+    def tlbi_range(self): return not (self.pt.cfg.flags & S2PT_CONFIG_NO_TLBIRANGE)
+    @property
     def root_pa(self):
         """PA of the (concatenated) root, aligned to its size."""
         self._live()
         return self.pt.root_pa
     @property
     def vttbr(self):
-        """VTTBR_EL2: root PA | VMID << 48."""
+        """VTTBR_EL2: root PA | VMID << 48; with a 52-bit PA size root PA[51:48] go in
+        bits 5:2."""
         self._live()
         return s2pt_vttbr(&self.pt)
     @property
@@ -520,22 +586,26 @@ cdef class Stage2:
     def destroyed(self): return bool(self.pt.destroyed)
 
     # -- changes ----------------------------------------------------------------------------
-    def map(self, ipa, pa, size, prot=Prot.RW, memattr=MemAttr.NORMAL, *, blocks=True, af=True):
+    def map(self, ipa, pa, size, prot=Prot.RW, memattr=MemAttr.NORMAL, *, blocks=True, af=True,
+            sw=0):
         """Map ``[ipa, ipa + size)`` to ``[pa, pa + size)``.
 
         Each aligned chunk gets the largest leaf its IPA and PA alignment allow (blocks at
-        levels 1-2 for 4K, level 2 for 16K/64K), or pages only with ``blocks=False`` (which
+        levels 1-2 for 4K, level 2 for 16K/64K; also level 0 for 4K and level 1 for 16K with
+        LPA2, level 1 for 64K with a 52-bit PA), or pages only with ``blocks=False`` (which
         also splits blocks already in the range). An existing mapping is replaced
         (break-before-make); a block covered in part is split so the rest stays mapped; a
         table whose whole span becomes a block is freed with its subtree. A leaf that already
         translates the range exactly as asked is left alone (no split, no event). ``af=False``
         leaves the access flag clear (the first access then takes an access-flag fault).
+        ``sw`` (0..15) goes in the leaves' software bits 58:55; a leaf that differs only there
+        is rewritten in place with no TLB event.
 
-        Raises InvalidArgumentError (prot, memattr, execute on Device), AlignmentError,
+        Raises InvalidArgumentError (prot, memattr, sw, execute on Device), AlignmentError,
         RangeError, PoolExhaustedError, DestroyedError; on error nothing changes.
         """
         cdef uint64_t i = _u64(ipa, "ipa"), p = _u64(pa, "pa"), n = _u64(size, "size")
-        cdef uint32_t flags = (0 if blocks else S2PT_MAP_NO_BLOCKS) | (0 if af else S2PT_MAP_NO_AF)
+        cdef uint32_t flags = _map_flags(blocks, af, sw)
         cdef int rc = s2pt_map(&self.pt, i, p, n, _u32(prot, "prot"), _u32(memattr, "memattr"),
                                flags)
         if rc:
@@ -552,12 +622,12 @@ cdef class Stage2:
         return unmapped
 
     def map_many(self, ipas, pas, sizes, prot=Prot.RW, memattr=MemAttr.NORMAL, *,
-                 blocks=True, af=True):
+                 blocks=True, af=True, sw=0):
         """:meth:`map` for every element, in order, in one C loop.
 
         ``ipas`` and ``pas`` are 1-D uint64 arrays (or sequences of ints) of one length;
         ``sizes`` is such an array too, or one int for every element. ``prot``, ``memattr``,
-        ``blocks`` and ``af`` apply to all elements.
+        ``blocks``, ``af`` and ``sw`` apply to all elements.
 
         Every element's arguments are checked before anything changes: a bad element raises
         (AlignmentError, RangeError, ...) with nothing changed. Pool exhaustion is found per
@@ -570,7 +640,7 @@ cdef class Stage2:
         cdef Py_ssize_t n = ipa_v.shape[0]
         cdef size_t stride, done = 0
         cdef const uint64_t[::1] size_v = _size_arg(sizes, n, &stride)
-        cdef uint32_t flags = (0 if blocks else S2PT_MAP_NO_BLOCKS) | (0 if af else S2PT_MAP_NO_AF)
+        cdef uint32_t flags = _map_flags(blocks, af, sw)
         cdef uint32_t prot_c = _u32(prot, "prot"), memattr_c = _u32(memattr, "memattr")
         cdef int rc
         if pa_v.shape[0] != n:
@@ -647,8 +717,10 @@ cdef class Stage2:
             if pa is not None:
                 detail += f" and [{pa:#x}, +{size:#x}) within the {self.pt.cfg.pa_bits}-bit PA space"
         elif rc == S2PT_EINVAL:
-            detail = (f"prot={prot!r}, memattr={memattr!r}: prot is a Prot (PX and UX together, "
-                      f"no other bits), memattr a defined MemAttr, no execute on Device memory")
+            fwb = "with" if self.pt.cfg.flags & S2PT_CONFIG_FWB else "without"
+            detail = (f"prot={prot!r}, memattr={memattr!r}: prot is a Prot (PX and UX "
+                      f"together unless the VM has xnx=True), memattr a MemAttr this VM "
+                      f"({fwb} FWB) can express, no execute on Device memory")
         elif rc == S2PT_ENOMEM:
             detail = f"the pool has {self.pool.free} free page(s), not enough for this change"
         else:
@@ -669,7 +741,7 @@ cdef class Stage2:
         cdef int rc = s2pt_translate(&self.pt, i, _u32(access, "access"), &t, &f)
         if rc == 0:
             return Translation(t.pa, t.level, t.size, _PROT[t.prot], _MEMATTR[t.memattr],
-                               bool(t.af), t.pte)
+                               bool(t.af), t.pte, t.sw)
         if rc == S2PT_EFAULT:
             raise Stage2Fault(f.kind, f.level, f.fsc, f.ipa)
         if rc == S2PT_EINVAL:
@@ -683,7 +755,7 @@ cdef class Stage2:
         cdef int rc = s2pt_lookup(&self.pt, _u64(ipa, "ipa"), &t, &f)
         if rc == 0:
             return Translation(t.pa, t.level, t.size, _PROT[t.prot], _MEMATTR[t.memattr],
-                               bool(t.af), t.pte)
+                               bool(t.af), t.pte, t.sw)
         if rc == S2PT_EFAULT:
             return None
         _raise(rc)
@@ -709,7 +781,7 @@ cdef class Stage2:
         else:
             pa, fsc = _out_arrays(out, n)
         pa_v, fsc_v = pa, fsc
-        if acc > S2PT_ACCESS_EXEC:
+        if acc > S2PT_ACCESS_EXEC_EL0:
             raise InvalidArgumentError(f"access={access!r} must be an Access")
         if n:
             with nogil:
@@ -758,7 +830,8 @@ cdef class Stage2:
         if rc:
             self._fail(rc, start, end - start)
         chunk = [Mapping(out[k].ipa, out[k].pa, out[k].size, out[k].level, _PROT[out[k].prot],
-                         _MEMATTR[out[k].memattr], bool(out[k].af)) for k in range(n)]
+                         _MEMATTR[out[k].memattr], bool(out[k].af), out[k].sw)
+                 for k in range(n)]
         return chunk, next_ipa
 
     def stats(self):
@@ -791,14 +864,18 @@ cdef class Stage2:
 
     def tlbi_log(self, clear=True):
         """TLB invalidations the changes so far require, in order, as a numpy structured array
-        (``kind``: TLBI_IPA / TLBI_RANGE / TLBI_VMID, ``level``: leaf level hint or
-        TLBI_LEVEL_UNKNOWN, ``ipa``, ``size``). When more happened than the log holds, it holds
-        one TLBI_VMID event instead. ``clear`` empties the log."""
-        cdef uint32_t k
-        out = np.zeros(self.log.count, dtype=TLBI_DTYPE)
-        for k in range(self.log.count):
-            out[k] = (self.events[k].kind, self.events[k].level, self.events[k].ipa,
-                      self.events[k].size)
+        of TLBI_DTYPE: ``kind`` (TLBI_IPA / TLBI_RANGE / TLBI_VMID), ``level`` (leaf level
+        hint or TLBI_LEVEL_UNKNOWN), ``ipa``, ``size``, ``reason`` (TLBI_UNMAP, TLBI_TABLE,
+        TLBI_REPLACE, TLBI_SPLIT, TLBI_COALESCE, TLBI_PERM, TLBI_AF, TLBI_DESTROY,
+        TLBI_OVERFLOW) and ``bbm`` (1: the entry was invalid while this invalidation ran and
+        the new entry was written after it). When more happened than the log holds, it holds
+        one TLBI_VMID event instead. ``clear`` empties the log. Which operation logs what is
+        in README.md ("TLB events") and in s2pt.h."""
+        cdef uint8_t[::1] raw
+        out = np.empty(self.log.count, dtype=TLBI_DTYPE)
+        if self.log.count:
+            raw = out.view(np.uint8)
+            memcpy(&raw[0], self.events, self.log.count * sizeof(s2pt_tlbi))
         if clear:
             self.log.count = 0
             self.log.overflowed = 0

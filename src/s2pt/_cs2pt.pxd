@@ -27,15 +27,30 @@ cdef extern from "s2pt/s2pt.h" nogil:
         S2PT_ACCESS_READ
         S2PT_ACCESS_WRITE
         S2PT_ACCESS_EXEC
+        S2PT_ACCESS_EXEC_EL0
+        S2PT_MEMATTR_STAGE1
         S2PT_FSC_NONE
         S2PT_MAX_LEVELS
         S2PT_CONFIG_LPA2
+        S2PT_CONFIG_FWB
+        S2PT_CONFIG_XNX
+        S2PT_CONFIG_NO_TLBIRANGE
         S2PT_MAP_NO_BLOCKS
         S2PT_MAP_NO_AF
+        S2PT_MAP_SW_SHIFT
         S2PT_TLBI_IPA
         S2PT_TLBI_RANGE
         S2PT_TLBI_VMID
         S2PT_TLBI_LEVEL_UNKNOWN
+        S2PT_TLBI_UNMAP
+        S2PT_TLBI_TABLE
+        S2PT_TLBI_REPLACE
+        S2PT_TLBI_SPLIT
+        S2PT_TLBI_COALESCE
+        S2PT_TLBI_PERM
+        S2PT_TLBI_AF
+        S2PT_TLBI_DESTROY
+        S2PT_TLBI_OVERFLOW
 
     struct s2pt_fault:
         uint32_t kind
@@ -50,6 +65,7 @@ cdef extern from "s2pt/s2pt.h" nogil:
         uint32_t prot
         uint32_t memattr
         uint32_t af
+        uint32_t sw
         uint64_t pte
 
     struct s2pt_config:
@@ -67,10 +83,14 @@ cdef extern from "s2pt/s2pt.h" nogil:
         uint32_t vmid
         uint32_t flags
         uint64_t vtcr
+        uint64_t oa_mask
+        uint64_t oa_hi_mask
+        uint32_t oa_hi_shift
+        uint64_t leaf_sh
 
     int s2pt_config_init(s2pt_config *cfg, uint32_t ipa_bits, uint32_t granule,
                          uint32_t pa_bits, uint32_t vmid, uint32_t flags)
-    int s2pt_config_from_vtcr(s2pt_config *cfg, uint64_t vtcr, uint32_t vmid)
+    int s2pt_config_from_vtcr(s2pt_config *cfg, uint64_t vtcr, uint32_t vmid, uint32_t flags)
     uint32_t s2pt_level_shift(const s2pt_config *cfg, int level)
 
     struct s2pt_pool:
@@ -100,6 +120,8 @@ cdef extern from "s2pt/s2pt.h" nogil:
         uint64_t size
         int32_t kind
         int32_t level
+        uint32_t reason
+        uint32_t bbm
 
     struct s2pt_tlbi_log:
         s2pt_tlbi *events
@@ -159,6 +181,7 @@ cdef extern from "s2pt/s2pt.h" nogil:
         uint32_t prot
         uint32_t memattr
         uint32_t af
+        uint32_t sw
 
     int s2pt_leaves(const s2pt_pgtable *pt, uint64_t ipa, uint64_t size, s2pt_leaf *out,
                     size_t cap, size_t *n, uint64_t *next_ipa)

@@ -22,10 +22,12 @@ FSC_NONE = 0xFF
 
 
 class Prot(enum.IntFlag):
-    """Stage-2 permissions. ``R``/``W`` are S2AP[0]/S2AP[1]; ``X`` clears XN.
+    """Stage-2 permissions. ``R``/``W`` are S2AP[0]/S2AP[1]; ``PX`` (EL1 execute) and ``UX``
+    (EL0 execute) become XN[1:0] (descriptor bits 54:53): ``X`` (both) 0b00, ``UX`` only 0b01,
+    neither 0b10, ``PX`` only 0b11.
 
-    ``PX`` (EL1 execute) and ``UX`` (EL0 execute) are separate only with FEAT_XNX, which is not
-    modelled yet, so they must be given together (``X``).
+    ``PX`` without ``UX`` (or the reverse) needs FEAT_XNX: a VM made with ``xnx=True``;
+    without it they must go together (``X``), as one XN bit then governs both.
     """
 
     NONE = 0
@@ -45,11 +47,19 @@ class Access(enum.IntEnum):
 
     READ = 0
     WRITE = 1
-    EXEC = 2
+    EXEC = 2  #: instruction fetch at EL1 (needs ``Prot.PX``)
+    EXEC_EL0 = 3  #: instruction fetch at EL0 (needs ``Prot.UX``)
 
 
 class MemAttr(enum.IntEnum):
-    """Stage-2 MemAttr[3:0] encodings without FWB (HCR_EL2.FWB == 0)."""
+    """Stage-2 memory types, named by their MemAttr[3:0] encoding without FWB (HCR_EL2.FWB ==
+    0; any other Normal outer/inner combination, e.g. ``0xD``, is accepted as a plain int).
+
+    A VM made with ``fwb=True`` writes the FWB encoding of the same type: Device types as
+    they are, ``NORMAL_NC`` 0b0101, ``NORMAL`` 0b0110 (forced write-back), and ``STAGE1``
+    0b0111 (the stage-1 attributes decide; FWB only). Other cacheabilities (``NORMAL_WT``,
+    mixed inner/outer) cannot be expressed with FWB.
+    """
 
     DEVICE_nGnRnE = 0x0
     DEVICE_nGnRE = 0x1
@@ -58,11 +68,12 @@ class MemAttr(enum.IntEnum):
     NORMAL_NC = 0x5
     NORMAL_WT = 0xA
     NORMAL = 0xF
+    STAGE1 = 0x10
 
     @property
     def is_device(self) -> bool:
         """Device memory: MemAttr[3:2] == 0b00."""
-        return self.value & 0xC == 0
+        return self.value <= 0x3
 
 
 class FaultKind(enum.IntEnum):
@@ -89,10 +100,12 @@ class Translation(NamedTuple):
     memattr: MemAttr  #: MemAttr[3:0] of the leaf
     af: bool = True  #: the leaf's access flag
     pte: int = 0  #: the raw leaf descriptor
+    sw: int = 0  #: software bits 58:55 of the leaf
 
     def __repr__(self) -> str:
         return (f"Translation(pa={self.pa:#x}, level={self.level}, size={self.size:#x}, "
-                f"prot={self.prot!r}, memattr={self.memattr!r}, af={self.af}, pte={self.pte:#x})")
+                f"prot={self.prot!r}, memattr={self.memattr!r}, af={self.af}, "
+                f"pte={self.pte:#x}, sw={self.sw})")
 
 
 class WalkStep(NamedTuple):
@@ -119,7 +132,9 @@ class Mapping(NamedTuple):
     prot: Prot
     memattr: MemAttr
     af: bool = True
+    sw: int = 0  #: software bits 58:55
 
     def __repr__(self) -> str:
         return (f"Mapping(ipa={self.ipa:#x}, pa={self.pa:#x}, size={self.size:#x}, "
-                f"level={self.level}, prot={self.prot!r}, memattr={self.memattr!r}, af={self.af})")
+                f"level={self.level}, prot={self.prot!r}, memattr={self.memattr!r}, af={self.af}, "
+                f"sw={self.sw})")

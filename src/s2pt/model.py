@@ -3,7 +3,7 @@
 The model is written to be obviously right rather than fast. Its whole state is one dict of
 leaves::
 
-    {(level, ipa): _Leaf(pa, prot, memattr, af)}
+    {(level, ipa): _Leaf(pa, prot, memattr, af, sw)}
 
 where ``ipa`` is the (span-aligned) first IPA the leaf maps. There are no descriptors, no
 reference counts and no pool pages. The table pages are *derived* from the leaves: the root
@@ -29,15 +29,18 @@ Semantics mirrored (see ``shared/spec/stage2.md``):
   Leaves inside the range are replaced; a leaf crossing an end of the range is split so the
   part outside stays mapped (as the largest aligned pieces, all at deeper levels) -- unless
   blocks are enabled and that leaf already translates its part of the range exactly as asked
-  (same output address, permissions, memory attribute and access flag), in which case it is
-  left alone.
+  (same output address, permissions, memory attribute, access flag and software bits), in
+  which case it is left alone.
 * ``unmap`` removes exactly the range (crossing leaves split); returns the bytes that were mapped.
 * ``protect`` sets the permissions of the leaves in the range; a crossing leaf whose permissions
   change is split; holes stay holes. Execute permission is refused on Device leaves.
 * ``set_access_flag`` changes whole leaves in place (never splits), returns how many had AF=1.
 * ``translate``: translation fault at the level the walk stopped (level 0 for an IPA beyond
-  ``ipa_bits``), then access flag, then permission (read needs R, write needs W, execute needs
-  only XN clear), each with the ESR fault status code.
+  ``ipa_bits``), then access flag, then permission (read needs R, write needs W, EL1 execute
+  needs PX, EL0 execute UX), each with the ESR fault status code.
+* Per-VM formats: ``lpa2`` / 52-bit PA address layouts, FWB MemAttr encodings, FEAT_XNX (PX
+  and UX apart); the model encodes descriptors itself (``_pte``) from the architecture's
+  field layout, independently of the C core's encoders.
 
 Argument conversion and the order of the checks follow the engine exactly, so that the same bad
 call raises the same exception class from both.
@@ -78,7 +81,9 @@ _DESC_S2AP_R = 1 << 6
 _DESC_S2AP_W = 1 << 7
 _DESC_SH_INNER = 0b11 << 8
 _DESC_AF = 1 << 10
-_DESC_XN = 1 << 54
+_DESC_XN0 = 1 << 53  # XN[0], FEAT_XNX
+_DESC_XN = 1 << 54  # XN[1]
+_DESC_SW_SHIFT = 55  # bits 58:55, reserved for software
 
 # ESR_ELx DFSC/IFSC: 0b0000LL address size, 0b0001LL translation, 0b0010LL access flag,
 # 0b0011LL permission.
@@ -89,18 +94,22 @@ _FSC_BASE = {
     FaultKind.PERMISSION: 0b001100,
 }
 
-_READ, _WRITE, _EXEC = 0, 1, 2
+_READ, _WRITE, _EXEC, _EXEC_EL0 = 0, 1, 2, 3
 # Prot bits as plain ints (enum arithmetic is slow and the model does a lot of it).
 _R, _W, _PX, _UX = int(Prot.R), int(Prot.W), int(Prot.PX), int(Prot.UX)
 _X = _PX | _UX
-_NEEDS = {_READ: _R, _WRITE: _W, _EXEC: _X}  # what each access kind needs
+_NEEDS = {_READ: _R, _WRITE: _W, _EXEC: _PX, _EXEC_EL0: _UX}  # what each access kind needs
+_STAGE1 = int(MemAttr.STAGE1)
+# MemAttr names -> the FWB field (HCR_EL2.FWB = 1); absent names cannot be expressed.
+_FWB_FIELD = {0x0: 0x0, 0x1: 0x1, 0x2: 0x2, 0x3: 0x3, 0x5: 0x5, 0xF: 0x6, _STAGE1: 0x7}
 
 
 class _Leaf(NamedTuple):
     pa: int  # output address of the leaf's first byte (aligned to its span)
-    prot: int  # Prot bits: R, W and X (PX | UX together)
-    memattr: int  # MemAttr[3:0]
+    prot: int  # Prot bits: R, W, PX, UX
+    memattr: int  # a MemAttr name (the non-FWB encoding, or STAGE1)
     af: bool
+    sw: int = 0  # software bits 58:55
 
 
 # ---- argument conversion (what the Cython layer does) ----------------------------------------
@@ -151,15 +160,18 @@ def _ipa_list(ipas) -> List[int]:
     return values
 
 
-def _prot_valid(prot: int) -> bool:
+def _prot_valid(prot: int, xnx: bool) -> bool:
     """R, W, PX, UX only; without FEAT_XNX, PX and UX must be given together."""
     if prot & ~(_R | _W | _X):
         return False
-    return bool(prot & _PX) == bool(prot & _UX)
+    return xnx or bool(prot & _PX) == bool(prot & _UX)
 
 
-def _memattr_valid(memattr: int) -> bool:
-    """Device (MemAttr[3:2] == 0, any subtype), or Normal with outer and inner each NC/WT/WB."""
+def _memattr_valid(memattr: int, fwb: bool) -> bool:
+    """Without FWB: Device (MemAttr[3:2] == 0, any subtype), or Normal with outer and inner
+    each NC/WT/WB. With FWB: Device, Normal NC, Normal (forced WB) or STAGE1."""
+    if fwb:
+        return memattr in _FWB_FIELD
     if memattr > 0xF:
         return False
     if memattr & 0xC == 0:
@@ -168,7 +180,7 @@ def _memattr_valid(memattr: int) -> bool:
 
 
 def _is_device(memattr: int) -> bool:
-    return memattr & 0xC == 0
+    return memattr <= 0x3
 
 
 def _memattr_obj(memattr: int):
@@ -180,7 +192,7 @@ def _memattr_obj(memattr: int):
 
 
 _PROT_OBJ = tuple(Prot(i) for i in range(16))
-_MEMATTR_OBJ = tuple(_memattr_obj(i) for i in range(16))
+_MEMATTR_OBJ = tuple(_memattr_obj(i) for i in range(_STAGE1 + 1))
 
 
 # ---- pool accounting --------------------------------------------------------------------------
@@ -214,10 +226,13 @@ class ReferenceStage2:
     """The semantics of :class:`s2pt.Stage2`, from a dict of leaves (slow, simple)."""
 
     def __init__(self, ipa_bits=40, granule=4096, pa_bits=48, vmid=1, pool_pages=None, *,
-                 pool: Optional[ReferencePool] = None):
+                 pool: Optional[ReferencePool] = None, lpa2=False, fwb=False, xnx=False,
+                 tlbi_range=True):
         self.config = Stage2Config(ipa_bits=ipa_bits, granule=granule, pa_bits=pa_bits,
-                                   vmid=vmid)
+                                   vmid=vmid, lpa2=lpa2, fwb=fwb, xnx=xnx,
+                                   tlbi_range=tlbi_range)
         cfg = self.config
+        self._lpa2, self._fwb, self._xnx = cfg.lpa2, cfg.fwb, cfg.xnx
         if pool is not None and pool_pages is not None:
             raise InvalidArgumentError("give pool_pages or pool, not both")
         if pool is None:
@@ -330,7 +345,7 @@ class ReferenceStage2:
         b = min(b, self._end(level, base))
         new_prot = leaf.prot if prot is None else prot
         return {
-            (lv, x): _Leaf(leaf.pa + (x - base), new_prot, leaf.memattr, leaf.af)
+            (lv, x): _Leaf(leaf.pa + (x - base), new_prot, leaf.memattr, leaf.af, leaf.sw)
             for lv, x in self._decompose(a, b, lambda lv: lv > level)
         }
 
@@ -360,7 +375,7 @@ class ReferenceStage2:
             self._bases = [base for base, _, _ in self._order]
             self._objs = [
                 Mapping(base, leaf.pa, self._spans[level], level, _PROT_OBJ[leaf.prot],
-                        _MEMATTR_OBJ[leaf.memattr], leaf.af)
+                        _MEMATTR_OBJ[leaf.memattr], leaf.af, leaf.sw)
                 for base, level, leaf in self._order
             ]
         return self._order
@@ -380,16 +395,20 @@ class ReferenceStage2:
         return self._sorted()[self._slice(ipa, end)]
 
     # -- changes -------------------------------------------------------------------------------
-    def map(self, ipa, pa, size, prot=Prot.RW, memattr=MemAttr.NORMAL, *, blocks=True, af=True):
+    def map(self, ipa, pa, size, prot=Prot.RW, memattr=MemAttr.NORMAL, *, blocks=True, af=True,
+            sw=0):
         ipa = _u64(ipa, "ipa")
         pa = _u64(pa, "pa")
         size = _u64(size, "size")
         blocks = bool(blocks)
         af = bool(af)
+        sw = _u32(sw, "sw")
+        if sw > 15:
+            raise InvalidArgumentError(f"sw={sw} must be 0..15")
         prot = _u32(prot, "prot")
         memattr = _u32(memattr, "memattr")
         self._live()
-        if not _prot_valid(prot) or not _memattr_valid(memattr):
+        if not _prot_valid(prot, self._xnx) or not _memattr_valid(memattr, self._fwb):
             raise InvalidArgumentError(f"prot={prot:#x}, memattr={memattr:#x}")
         if prot & _X and _is_device(memattr):
             raise InvalidArgumentError("execute permission on Device memory")
@@ -401,10 +420,10 @@ class ReferenceStage2:
         if size == 0:
             return
         end = ipa + size
-        new_leaf = _Leaf(0, prot, memattr, af)
+        new_leaf = _Leaf(0, prot, memattr, af, sw)
 
         def translates_as_asked(base: int, leaf: _Leaf) -> bool:
-            return (leaf.prot, leaf.memattr, leaf.af) == (prot, memattr, af) and \
+            return (leaf.prot, leaf.memattr, leaf.af, leaf.sw) == (prot, memattr, af, sw) and \
                 leaf.pa == pa + (base - ipa)
 
         leaves = dict(self._leaves)  # leaves outside the range stay as they are
@@ -453,7 +472,7 @@ class ReferenceStage2:
         size = _u64(size, "size")
         prot = _u32(prot, "prot")
         self._live()
-        if not _prot_valid(prot):
+        if not _prot_valid(prot, self._xnx):
             raise InvalidArgumentError(f"prot={prot:#x}")
         self._check_range(ipa, size)
         if size == 0:
@@ -506,15 +525,27 @@ class ReferenceStage2:
         raise AssertionError("unreachable")
 
     def _pte(self, level: int, leaf: _Leaf) -> int:
-        pte = leaf.pa | _DESC_VALID | (leaf.memattr << _DESC_MEMATTR_SHIFT) | _DESC_SH_INNER
+        """The leaf descriptor, from the Arm ARM's stage-2 field layout."""
+        pa = leaf.pa
+        if self._lpa2:  # OA[49:g] in place, OA[51:50] in bits 9:8; no SH field
+            pte = (pa & ((1 << 50) - 1)) | ((pa >> 50) & 3) << 8
+        elif self._granule == 1 << 16:  # 64K: OA[47:16] in place, OA[51:48] in bits 15:12
+            pte = (pa & ((1 << 48) - 1)) | ((pa >> 48) & 0xF) << 12 | _DESC_SH_INNER
+        else:
+            pte = pa | _DESC_SH_INNER
+        field = _FWB_FIELD[leaf.memattr] if self._fwb else leaf.memattr
+        pte |= _DESC_VALID | field << _DESC_MEMATTR_SHIFT | leaf.sw << _DESC_SW_SHIFT
         if level == 3:
             pte |= _DESC_TYPE
         if leaf.prot & _R:
             pte |= _DESC_S2AP_R
         if leaf.prot & _W:
             pte |= _DESC_S2AP_W
-        if not leaf.prot & _X:
+        # XN[1:0]: 00 PX and UX, 01 UX only, 10 neither, 11 PX only.
+        if not leaf.prot & _UX:
             pte |= _DESC_XN
+        if bool(leaf.prot & _PX) != bool(leaf.prot & _UX):
+            pte |= _DESC_XN0
         if leaf.af:
             pte |= _DESC_AF
         return pte
@@ -522,7 +553,7 @@ class ReferenceStage2:
     def _translation(self, ipa: int, level: int, base: int, leaf: _Leaf) -> Translation:
         return Translation(leaf.pa + (ipa - base), level, self._spans[level],
                            _PROT_OBJ[leaf.prot], _MEMATTR_OBJ[leaf.memattr], leaf.af,
-                           self._pte(level, leaf))
+                           self._pte(level, leaf), leaf.sw)
 
     def _translate(self, ipa: int, access: int):
         """A Translation, or (kind, level) of the fault."""
@@ -541,7 +572,7 @@ class ReferenceStage2:
         ipa = _u64(ipa, "ipa")
         access = _u32(access, "access")
         self._live()
-        if access > _EXEC:
+        if access > _EXEC_EL0:
             raise InvalidArgumentError(f"access={access!r} must be an Access")
         result = self._translate(ipa, access)
         if isinstance(result, Translation):
@@ -562,7 +593,7 @@ class ReferenceStage2:
         values = _ipa_list(ipas)
         access = _u32(access, "access")
         self._live()
-        if access > _EXEC:
+        if access > _EXEC_EL0:
             raise InvalidArgumentError(f"access={access!r} must be an Access")
         pa = np.zeros(len(values), dtype=np.uint64)
         fsc = np.full(len(values), FSC_NONE, dtype=np.uint8)
@@ -632,7 +663,7 @@ class ReferenceStage2:
             prev_end = base + size
             attrs.add((leaf.prot, leaf.memattr))
         for prot, memattr in attrs:
-            if not _prot_valid(prot) or not _memattr_valid(memattr) or \
+            if not _prot_valid(prot, self._xnx) or not _memattr_valid(memattr, self._fwb) or \
                     (prot & _X and _is_device(memattr)):
                 raise InvariantError(f"a leaf with prot {prot:#x}, memattr {memattr:#x}")
         self._checked = self._order

@@ -1,7 +1,7 @@
 /*
  * Stage-2 VMSAv8-64 descriptor bits (Arm ARM D8, "Stage 2 attribute fields"): named masks and
- * static inline encode/decode helpers. 48-bit output addresses; the 52-bit formats (64K with
- * OA[51:48] in bits 15:12, LPA2 with OA[51:50] in bits 9:8) are not modelled yet.
+ * static inline encode/decode helpers. Address and attribute layouts depend on the VM (52-bit
+ * formats, FWB, FEAT_XNX), so the helpers take its struct s2pt_config.
  */
 #ifndef S2PT_DESC_H
 #define S2PT_DESC_H
@@ -22,22 +22,22 @@
 #define S2PT_PTE_S2AP_R (1ull << 6)
 #define S2PT_PTE_S2AP_W (1ull << 7)
 #define S2PT_PTE_SH_SHIFT 8
-#define S2PT_PTE_SH (3ull << S2PT_PTE_SH_SHIFT)
+#define S2PT_PTE_SH (3ull << S2PT_PTE_SH_SHIFT) /* OA[51:50] with LPA2 */
 #define S2PT_PTE_SH_INNER (3ull << S2PT_PTE_SH_SHIFT)
 #define S2PT_PTE_AF (1ull << 10)
-#define S2PT_PTE_XN (1ull << 54)
-#define S2PT_PTE_XN_MASK (3ull << 53) /* XN[1:0]; XN[0] (bit 53) is FEAT_XNX only */
+#define S2PT_PTE_XN0 (1ull << 53) /* XN[0]: FEAT_XNX only, RES0 otherwise */
+#define S2PT_PTE_XN (1ull << 54)  /* XN[1] */
+#define S2PT_PTE_XN_MASK (3ull << 53)
+#define S2PT_PTE_SW_SHIFT 55
+#define S2PT_PTE_SW (0xfull << S2PT_PTE_SW_SHIFT) /* reserved for software, ignored by HW */
 
-/* Output address / next-level table address: bits 47:granule_shift. */
-static inline uint64_t s2pt_oa_mask(uint32_t granule_shift)
-{
-	return ((1ull << 48) - 1) & ~((1ull << granule_shift) - 1);
-}
-
-/* Leaf attribute bits s2pt writes; anything else set in a valid leaf is a stray bit. */
+/* Leaf attribute bits s2pt writes (besides the address); anything else is a stray bit. */
 #define S2PT_PTE_LEAF_ATTRS                                                                 \
 	(S2PT_PTE_MEMATTR | S2PT_PTE_S2AP_R | S2PT_PTE_S2AP_W | S2PT_PTE_SH | S2PT_PTE_AF | \
-	 S2PT_PTE_XN)
+	 S2PT_PTE_XN_MASK | S2PT_PTE_SW)
+
+/* The permission bits of a leaf. */
+#define S2PT_PTE_PERM (S2PT_PTE_S2AP_R | S2PT_PTE_S2AP_W | S2PT_PTE_XN_MASK)
 
 static inline int s2pt_pte_valid(uint64_t pte)
 {
@@ -50,38 +50,82 @@ static inline int s2pt_pte_is_table(uint64_t pte, int level)
 	return level < 3 && (pte & S2PT_PTE_TYPE_MASK) == S2PT_PTE_TYPE_TABLE;
 }
 
-static inline uint64_t s2pt_pte_addr(uint64_t pte, uint32_t granule_shift)
+/* Every descriptor bit that holds part of an address in this VM's format. */
+static inline uint64_t s2pt_addr_bits(const struct s2pt_config *cfg)
 {
-	return pte & s2pt_oa_mask(granule_shift);
+	return cfg->oa_mask | cfg->oa_hi_mask;
 }
 
-static inline uint64_t s2pt_table_pte(uint64_t table_pa)
+/* Output / next-table address of a descriptor: in-place bits plus the 52-bit format's top. */
+static inline uint64_t s2pt_pte_addr(const struct s2pt_config *cfg, uint64_t pte)
 {
-	return table_pa | S2PT_PTE_TYPE_TABLE;
+	return (pte & cfg->oa_mask) | (pte & cfg->oa_hi_mask) << cfg->oa_hi_shift;
 }
 
-/* Leaf attribute bits for a permission set, memory attribute and access flag. */
-static inline uint64_t s2pt_leaf_attrs(uint32_t prot, uint32_t memattr, int af)
+/* The descriptor bits for an address (granule-aligned, below 2^52). */
+static inline uint64_t s2pt_addr_pte(const struct s2pt_config *cfg, uint64_t pa)
 {
-	uint64_t attrs = ((uint64_t)memattr << S2PT_PTE_MEMATTR_SHIFT) | S2PT_PTE_SH_INNER;
+	return (pa & cfg->oa_mask) | (pa >> cfg->oa_hi_shift & cfg->oa_hi_mask);
+}
+
+static inline uint64_t s2pt_table_pte(const struct s2pt_config *cfg, uint64_t table_pa)
+{
+	return s2pt_addr_pte(cfg, table_pa) | S2PT_PTE_TYPE_TABLE;
+}
+
+/* XN[1:0] for PX (EL1) and UX (EL0) execute: 00 both, 01 EL0 only, 10 neither, 11 EL1 only. */
+static inline uint64_t s2pt_xn_bits(uint32_t prot)
+{
+	uint64_t xn = 0;
+
+	if (!(prot & S2PT_PROT_UX))
+		xn |= S2PT_PTE_XN;
+	if (!(prot & S2PT_PROT_PX) != !(prot & S2PT_PROT_UX))
+		xn |= S2PT_PTE_XN0;
+	return xn;
+}
+
+static inline uint64_t s2pt_perm_bits(uint32_t prot)
+{
+	uint64_t bits = s2pt_xn_bits(prot);
 
 	if (prot & S2PT_PROT_R)
-		attrs |= S2PT_PTE_S2AP_R;
+		bits |= S2PT_PTE_S2AP_R;
 	if (prot & S2PT_PROT_W)
-		attrs |= S2PT_PTE_S2AP_W;
-	if (!(prot & S2PT_PROT_X))
-		attrs |= S2PT_PTE_XN;
+		bits |= S2PT_PTE_S2AP_W;
+	return bits;
+}
+
+/*
+ * Leaf attribute bits for a permission set, a MemAttr field value (already encoded for the
+ * VM's FWB setting), access flag and software bits.
+ */
+static inline uint64_t s2pt_leaf_attrs(const struct s2pt_config *cfg, uint32_t prot,
+				       uint32_t memattr_field, int af, uint32_t sw)
+{
+	uint64_t attrs = (uint64_t)memattr_field << S2PT_PTE_MEMATTR_SHIFT | cfg->leaf_sh |
+			 s2pt_perm_bits(prot) | (uint64_t)(sw & 0xf) << S2PT_PTE_SW_SHIFT;
+
 	if (af)
 		attrs |= S2PT_PTE_AF;
 	return attrs;
 }
 
 /* Page at level 3 (type 0b11), block above it (type 0b01). */
-static inline uint64_t s2pt_leaf_pte(uint64_t pa, uint64_t attrs, int level)
+static inline uint64_t s2pt_leaf_pte(const struct s2pt_config *cfg, uint64_t pa, uint64_t attrs,
+				     int level)
 {
-	return pa | attrs | (level == 3 ? S2PT_PTE_TYPE_PAGE : S2PT_PTE_TYPE_BLOCK);
+	return s2pt_addr_pte(cfg, pa) | attrs |
+	       (level == 3 ? S2PT_PTE_TYPE_PAGE : S2PT_PTE_TYPE_BLOCK);
 }
 
+/* The leaf's attribute bits without its address (and type). */
+static inline uint64_t s2pt_pte_attrs(const struct s2pt_config *cfg, uint64_t pte)
+{
+	return pte & S2PT_PTE_LEAF_ATTRS & ~cfg->oa_hi_mask;
+}
+
+/* PX = !(XN[1] ^ XN[0]), UX = !XN[1]; bit 53 is never set without FEAT_XNX. */
 static inline uint32_t s2pt_pte_prot(uint64_t pte)
 {
 	uint32_t prot = 0;
@@ -91,21 +135,65 @@ static inline uint32_t s2pt_pte_prot(uint64_t pte)
 	if (pte & S2PT_PTE_S2AP_W)
 		prot |= S2PT_PROT_W;
 	if (!(pte & S2PT_PTE_XN))
-		prot |= S2PT_PROT_X;
+		prot |= S2PT_PROT_UX;
+	if (!(pte & S2PT_PTE_XN) == !(pte & S2PT_PTE_XN0))
+		prot |= S2PT_PROT_PX;
 	return prot;
 }
 
-static inline uint32_t s2pt_pte_memattr(uint64_t pte)
+static inline uint32_t s2pt_pte_memattr_field(uint64_t pte)
 {
 	return (uint32_t)((pte & S2PT_PTE_MEMATTR) >> S2PT_PTE_MEMATTR_SHIFT);
+}
+
+static inline uint32_t s2pt_pte_sw(uint64_t pte)
+{
+	return (uint32_t)((pte & S2PT_PTE_SW) >> S2PT_PTE_SW_SHIFT);
 }
 
 /* Replace the permission bits of a leaf, keeping everything else. */
 static inline uint64_t s2pt_pte_set_prot(uint64_t pte, uint32_t prot)
 {
-	uint64_t perm = S2PT_PTE_S2AP_R | S2PT_PTE_S2AP_W | S2PT_PTE_XN;
+	return (pte & ~S2PT_PTE_PERM) | s2pt_perm_bits(prot);
+}
 
-	return (pte & ~perm) | (s2pt_leaf_attrs(prot, 0, 0) & perm);
+/*
+ * MemAttr field <-> S2PT_MEMATTR_* for the VM's FWB setting. Without FWB the name is the
+ * field; with FWB: 0b00xx Device (same subtype), 0b0101 Normal NC, 0b0110 Normal forced
+ * write-back, 0b0111 the stage-1 attributes; the other FWB values are reserved.
+ * s2pt_memattr_field() returns -1 for a name the VM cannot express.
+ */
+static inline int s2pt_memattr_field(const struct s2pt_config *cfg, uint32_t memattr)
+{
+	if (cfg->flags & S2PT_CONFIG_FWB) {
+		if (memattr <= S2PT_MEMATTR_DEVICE_GRE || memattr == S2PT_MEMATTR_NORMAL_NC)
+			return (int)memattr;
+		if (memattr == S2PT_MEMATTR_NORMAL)
+			return 0x6;
+		return memattr == S2PT_MEMATTR_STAGE1 ? 0x7 : -1;
+	}
+	/* Device: [3:2] = 0, any subtype. Normal: outer [3:2] and inner [1:0] each NC/WT/WB. */
+	if (memattr > 0xf || ((memattr & 0xc) && !(memattr & 0x3)))
+		return -1;
+	return (int)memattr;
+}
+
+/* The S2PT_MEMATTR_* of a field, or -1 for a reserved encoding. */
+static inline int s2pt_memattr_name(const struct s2pt_config *cfg, uint32_t field)
+{
+	if (cfg->flags & S2PT_CONFIG_FWB) {
+		if (field <= 0x3 || field == 0x5)
+			return (int)field;
+		if (field == 0x6)
+			return (int)S2PT_MEMATTR_NORMAL;
+		return field == 0x7 ? (int)S2PT_MEMATTR_STAGE1 : -1;
+	}
+	return ((field & 0xc) && !(field & 0x3)) ? -1 : (int)field;
+}
+
+static inline int s2pt_memattr_is_device(uint32_t memattr)
+{
+	return memattr <= S2PT_MEMATTR_DEVICE_GRE;
 }
 
 /* ESR fault status codes: kind in bits 5:2, level in 1:0. */

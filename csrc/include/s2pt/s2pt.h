@@ -53,8 +53,10 @@ const char *s2pt_strerror(int err);
 
 /*
  * Stage-2 permissions, kept apart from descriptor bits. R and W become S2AP[0] and S2AP[1].
- * PX/UX are EL1/EL0 execute; X = PX|UX. Without FEAT_XNX (not modelled yet) PX and UX must
- * be given together, because plain XN (bit 54) controls both.
+ * PX/UX are EL1/EL0 execute; X = PX|UX. They become XN[1:0] (bits 54:53): XN[1] = !UX,
+ * XN[0] = PX ^ UX, so X is 0b00 and no execute 0b10 with or without FEAT_XNX. PX without UX
+ * (0b11) and UX without PX (0b01) need FEAT_XNX (S2PT_CONFIG_XNX); without it bit 53 is RES0
+ * and bit 54 alone governs both.
  */
 #define S2PT_PROT_R 0x1u
 #define S2PT_PROT_W 0x2u
@@ -66,11 +68,18 @@ const char *s2pt_strerror(int err);
 enum s2pt_access {
 	S2PT_ACCESS_READ = 0,
 	S2PT_ACCESS_WRITE = 1,
-	S2PT_ACCESS_EXEC = 2,
+	S2PT_ACCESS_EXEC = 2,     /* instruction fetch at EL1 (needs PX) */
+	S2PT_ACCESS_EXEC_EL0 = 3, /* instruction fetch at EL0 (needs UX) */
 };
 
-/* Stage-2 MemAttr[3:0] without FWB: [3:2] == 0 is Device (subtype in [1:0]); otherwise
- * Normal with outer cacheability [3:2] and inner [1:0] (01 NC, 10 WT, 11 WB). */
+/*
+ * Memory attributes are named by their stage-2 MemAttr[3:0] encoding without FWB: [3:2] == 0
+ * is Device (subtype in [1:0]); otherwise Normal with outer cacheability [3:2] and inner [1:0]
+ * (01 NC, 10 WT, 11 WB). A VM with S2PT_CONFIG_FWB (HCR_EL2.FWB = 1) writes the FWB encoding
+ * of the same type instead: Device 0b00xx as is, NORMAL_NC 0b0101, NORMAL (forced write-back)
+ * 0b0110, and S2PT_MEMATTR_STAGE1 0b0111 (the stage-1 attributes decide); other Normal
+ * cacheabilities cannot be expressed with FWB, and STAGE1 only with it.
+ */
 #define S2PT_MEMATTR_DEVICE_nGnRnE 0x0u
 #define S2PT_MEMATTR_DEVICE_nGnRE 0x1u
 #define S2PT_MEMATTR_DEVICE_nGRE 0x2u
@@ -78,6 +87,7 @@ enum s2pt_access {
 #define S2PT_MEMATTR_NORMAL_NC 0x5u
 #define S2PT_MEMATTR_NORMAL_WT 0xAu
 #define S2PT_MEMATTR_NORMAL 0xFu
+#define S2PT_MEMATTR_STAGE1 0x10u /* FWB only: MemAttr 0b0111, use the stage-1 attributes */
 
 enum s2pt_fault_kind {
 	S2PT_FAULT_NONE = 0,
@@ -111,8 +121,9 @@ struct s2pt_fault {
  * @size:    bytes mapped by the leaf (page or block size).
  * @level:   level of the leaf descriptor.
  * @prot:    S2PT_PROT_* bits decoded from the leaf.
- * @memattr: MemAttr[3:0] of the leaf.
+ * @memattr: S2PT_MEMATTR_* the leaf's MemAttr field stands for (decoded per FWB).
  * @af:      the leaf's access flag.
+ * @sw:      software bits 58:55 of the leaf (ignored by hardware).
  * @pte:     the raw leaf descriptor.
  */
 struct s2pt_translation {
@@ -122,6 +133,7 @@ struct s2pt_translation {
 	uint32_t prot;
 	uint32_t memattr;
 	uint32_t af;
+	uint32_t sw;
 	uint64_t pte;
 };
 
@@ -141,10 +153,19 @@ struct s2pt_translation {
  * @start_level:   first lookup level.
  * @root_tables:   concatenated tables at the start level (1..16).
  * @root_entries:  descriptors in the (concatenated) root: 2^(ipa_bits - shift(start_level)).
- * @min_block_level: shallowest level at which a block descriptor is allowed.
+ * @min_block_level: shallowest level at which a block descriptor is allowed (level 0 for
+ *                 4K and level 1 for 16K only with LPA2, level 1 for 64K only with 52-bit PA).
  * @t0sz, @sl0:    the VTCR_EL2 fields.
  * @vmid:          VMID (0..65535; > 255 needs VTCR_EL2.VS).
+ * @flags:         S2PT_CONFIG_*.
  * @vtcr:          the full VTCR_EL2 value.
+ * @oa_mask:       descriptor bits that hold an output / table address in place: 47:g, or
+ *                 49:g with LPA2.
+ * @oa_hi_mask:    descriptor bits that hold OA[51:48] (bits 15:12, 64K with 52-bit PA) or
+ *                 OA[51:50] (bits 9:8, LPA2); 0 for 48-bit formats.
+ * @oa_hi_shift:   how far those bits move up to their OA position (36 or 42).
+ * @leaf_sh:       the SH[1:0] bits leaves carry: inner shareable, or none with LPA2, where
+ *                 bits 9:8 are address bits and VTCR_EL2.SH0 gives the shareability.
  */
 struct s2pt_config {
 	uint32_t ipa_bits;
@@ -161,10 +182,17 @@ struct s2pt_config {
 	uint32_t vmid;
 	uint32_t flags;
 	uint64_t vtcr;
+	uint64_t oa_mask;
+	uint64_t oa_hi_mask;
+	uint32_t oa_hi_shift;
+	uint64_t leaf_sh;
 };
 
-/* s2pt_config_init() flags */
-#define S2PT_CONFIG_LPA2 0x1u /* FEAT_LPA2 descriptors: rejected until the 52-bit formats land */
+/* s2pt_config_init() / s2pt_config_from_vtcr() flags */
+#define S2PT_CONFIG_LPA2 0x1u /* FEAT_LPA2: VTCR_EL2.DS = 1 descriptors (4K and 16K) */
+#define S2PT_CONFIG_FWB 0x2u  /* HCR_EL2.FWB = 1: FWB MemAttr encodings */
+#define S2PT_CONFIG_XNX 0x4u  /* FEAT_XNX: separate EL1 / EL0 execute (PX without UX, ...) */
+#define S2PT_CONFIG_NO_TLBIRANGE 0x8u /* the CPU lacks FEAT_TLBIRANGE (see the TLB events) */
 
 /* VTCR_EL2 fields */
 #define S2PT_VTCR_T0SZ_SHIFT 0
@@ -184,16 +212,18 @@ struct s2pt_config {
 /**
  * s2pt_config_init() - compute a VM's geometry exactly as KVM does.
  * @cfg:      filled on success, untouched on error.
- * @ipa_bits: 32..48.
+ * @ipa_bits: 32..48; up to 52 with LPA2 (4K/16K) or with 64K and a 52-bit PA size.
  * @granule:  4096, 16384 or 65536.
- * @pa_bits:  32, 36, 40, 42, 44 or 48 (52 is rejected until the 52-bit formats land).
+ * @pa_bits:  32, 36, 40, 42, 44, 48, or 52 (64K, or 4K/16K with LPA2: the only formats
+ *            that can hold a 52-bit address).
  * @vmid:     0..65535.
- * @flags:    S2PT_CONFIG_* (LPA2 is rejected for now).
+ * @flags:    S2PT_CONFIG_* (LPA2 only for 4K and 16K).
  *
  * levels = max(2, (ipa_bits - 8) / stride); start = 4 - levels; the start level concatenates
- * up to 16 tables. KVM never creates an IPA space larger than the PA space, so
- * ipa_bits > pa_bits is rejected too. VTCR_EL2 gets T0SZ, SL0, IRGN0 = ORGN0 = WBWA,
- * SH0 = inner shareable, TG0, PS, VS when vmid > 255, and RES1 bit 31.
+ * up to 16 tables (so 4K with LPA2 and a 49..52-bit IPA starts at level 0 with 2..16 tables,
+ * as KVM does, never at level -1). KVM never creates an IPA space larger than the PA space,
+ * so ipa_bits > pa_bits is rejected too. VTCR_EL2 gets T0SZ, SL0, IRGN0 = ORGN0 = WBWA,
+ * SH0 = inner shareable, TG0, PS, VS when vmid > 255, DS with LPA2, and RES1 bit 31.
  *
  * Return: 0, or S2PT_ECONFIG.
  */
@@ -207,16 +237,20 @@ int s2pt_config_init(struct s2pt_config *cfg, uint32_t ipa_bits, uint32_t granul
  *        VTCR that starts deeper or shallower than KVM's choice is honoured if the
  *        architecture allows it: the start-level table must resolve between 1 and
  *        stride + 4 bits (AArch64.S2InconsistentSL), SL0 must be defined for the granule and
- *        the PA size, TG0 and PS must be defined encodings, SH0 must not be 0b01, and T0SZ
- *        must give an IPA size of 32..48 bits. As in s2pt_config_init(), an IPA size
- *        larger than the PA size that PS selects is rejected (KVM never builds one; the
- *        PS value is taken as the VM's PA size). HA, HD, DS, SL2 and bits above 33 are
- *        features s2pt does not model and are rejected.
+ *        the PA size (16K SL0 = 3, level 0, only with DS), TG0 and PS must be defined
+ *        encodings, SH0 must not be 0b01, and T0SZ must give an IPA size of 32..48 bits
+ *        (up to 52 with DS, or with 64K and PS = 52 bits). DS (4K/16K only) selects the LPA2
+ *        format; PS = 52 bits needs DS or 64K. As in s2pt_config_init(), an IPA size larger
+ *        than the PA size that PS selects is rejected (KVM never builds one; the PS value is
+ *        taken as the VM's PA size). HA, HD, SL2 and bits above 33 are features s2pt does not
+ *        model and are rejected.
  * @vmid: 0..65535; a VMID above 255 needs VS set.
+ * @flags: S2PT_CONFIG_FWB, _XNX and _NO_TLBIRANGE (not VTCR fields); LPA2 comes from DS.
  *
  * Return: 0, or S2PT_ECONFIG.
  */
-int s2pt_config_from_vtcr(struct s2pt_config *cfg, uint64_t vtcr, uint32_t vmid);
+int s2pt_config_from_vtcr(struct s2pt_config *cfg, uint64_t vtcr, uint32_t vmid,
+			  uint32_t flags);
 
 /** s2pt_level_shift() - log2 of the bytes one entry maps at @level. */
 static inline uint32_t s2pt_level_shift(const struct s2pt_config *cfg, int level)
@@ -311,8 +345,26 @@ void *s2pt_mem_alloc(size_t bytes);
 void s2pt_mem_free(void *mem, size_t bytes);
 
 /* ---------------------------------------------------------------------------------------
- * TLB-invalidation events: what a hypervisor would have to invalidate for each change of an
- * entry that hardware may have cached. A simulator replays them against its TLB model.
+ * TLB-invalidation events: what KVM invalidates for each change of an entry that hardware may
+ * have cached, in the order of the changes. A simulator replays them against its TLB model.
+ *
+ * Per operation (one event per entry, in IPA order, unless said otherwise):
+ *   map over a valid leaf with another output, attributes or permissions: IPA + the old
+ *       leaf's level, REPLACE, issued between break (entry invalid) and make (new leaf).
+ *   map or unmap splitting a valid block into a table: IPA + the block's level, SPLIT
+ *       (break-before-make as for REPLACE).
+ *   map of a block over a table: RANGE of the block's span, COALESCE (break-before-make; a
+ *       VMID event instead when the CPU lacks FEAT_TLBIRANGE, S2PT_CONFIG_NO_TLBIRANGE).
+ *   unmap of a valid leaf: IPA + leaf level, UNMAP; of a table it empties: IPA with
+ *       S2PT_TLBI_LEVEL_UNKNOWN and the table's span, TABLE. With FWB and FEAT_TLBIRANGE
+ *       KVM defers the leaf invalidations to one RANGE event over the whole range of the
+ *       call, UNMAP, after the walk (s2pt issues it when the call removed a valid leaf; KVM
+ *       also when there was none); tables are still invalidated as they go.
+ *   protect changing a valid leaf's permissions: IPA + leaf level, PERM (in place, no BBM:
+ *       permission changes do not need it).
+ *   clearing AF of a leaf that had it: IPA + leaf level, AF (in place). Setting AF, software
+ *       bit changes, invalid entries and identical remaps: none.
+ *   destroy: VMID, DESTROY.
  */
 enum s2pt_tlbi_kind {
 	S2PT_TLBI_IPA = 1,   /* one IPA; level = leaf level hint or S2PT_TLBI_LEVEL_UNKNOWN */
@@ -321,19 +373,37 @@ enum s2pt_tlbi_kind {
 };
 #define S2PT_TLBI_LEVEL_UNKNOWN (-128)
 
+/* Why an event was recorded (which change made the cached entry stale). */
+enum s2pt_tlbi_reason {
+	S2PT_TLBI_UNMAP = 1,    /* a valid leaf was removed */
+	S2PT_TLBI_TABLE = 2,    /* a table entry was removed and its table freed */
+	S2PT_TLBI_REPLACE = 3,  /* break-before-make of a leaf replaced by another leaf */
+	S2PT_TLBI_SPLIT = 4,    /* break-before-make of a block replaced by a table */
+	S2PT_TLBI_COALESCE = 5, /* break-before-make of a table replaced by a block */
+	S2PT_TLBI_PERM = 6,     /* permissions of a valid leaf changed in place */
+	S2PT_TLBI_AF = 7,       /* access flag of a valid leaf cleared in place */
+	S2PT_TLBI_DESTROY = 8,  /* the VM's tables are gone */
+	S2PT_TLBI_OVERFLOW = 9, /* the log was full: this one event stands for all of them */
+};
+
 /**
- * struct s2pt_tlbi - one invalidation event.
- * @ipa:   first IPA covered (0 for VMID).
- * @size:  bytes covered: the leaf size for IPA events with a level hint, the table's span
- *         for a freed table, the range for RANGE events, 0 for VMID.
- * @kind:  enum s2pt_tlbi_kind.
- * @level: leaf level hint, or S2PT_TLBI_LEVEL_UNKNOWN.
+ * struct s2pt_tlbi - one invalidation event (32 bytes, no padding holes).
+ * @ipa:    first IPA covered (0 for VMID).
+ * @size:   bytes covered: the leaf size for IPA events with a level hint, the table's span
+ *          for a freed table, the range for RANGE events, 0 for VMID.
+ * @kind:   enum s2pt_tlbi_kind.
+ * @level:  leaf level hint, or S2PT_TLBI_LEVEL_UNKNOWN.
+ * @reason: enum s2pt_tlbi_reason.
+ * @bbm:    1 when the entry was invalid at the time of the invalidation and a new valid
+ *          entry was written only after it (break-before-make), else 0.
  */
 struct s2pt_tlbi {
 	uint64_t ipa;
 	uint64_t size;
 	int32_t kind;
 	int32_t level;
+	uint32_t reason;
+	uint32_t bbm;
 };
 
 /**
@@ -403,29 +473,42 @@ int s2pt_pgtable_init(struct s2pt_pgtable *pt, const struct s2pt_config *cfg,
  */
 void s2pt_pgtable_destroy(struct s2pt_pgtable *pt);
 
-/** s2pt_vttbr() - VTTBR_EL2: root PA (BADDR) | VMID << 48. */
+/*
+ * s2pt_vttbr() - VTTBR_EL2: BADDR | VMID << 48. With a 52-bit output size BADDR[5:2] hold
+ * root PA[51:48] (the root is page-aligned, so bits 5:2 are otherwise zero); for smaller PA
+ * sizes the pool lies below 2^48 and those bits are zero anyway.
+ */
 static inline uint64_t s2pt_vttbr(const struct s2pt_pgtable *pt)
 {
-	return pt->root_pa | ((uint64_t)pt->cfg.vmid << 48);
+	uint64_t low = pt->root_pa & ((1ull << 48) - 1);
+
+	return low | (pt->root_pa >> 48) << 2 | ((uint64_t)pt->cfg.vmid << 48);
 }
 
 /* s2pt_map() flags */
 #define S2PT_MAP_NO_BLOCKS 0x1u /* page-level leaves only (blocks already there are split) */
 #define S2PT_MAP_NO_AF 0x2u     /* leave the access flag clear */
+/* Software bits 58:55 of the new leaves (0..15), carried in flags bits 11:8. */
+#define S2PT_MAP_SW_SHIFT 8
+#define S2PT_MAP_SW(sw) (((uint32_t)(sw) & 0xfu) << S2PT_MAP_SW_SHIFT)
+#define S2PT_MAP_SW_MASK (0xfu << S2PT_MAP_SW_SHIFT)
 
 /**
  * s2pt_map() - map [ipa, ipa + size) to [pa, pa + size).
- * @prot:    S2PT_PROT_* (PX and UX together or not at all).
- * @memattr: one of the 13 defined stage-2 MemAttr encodings; execute permission is
- *           refused on Device memory (KVM refuses it too).
- * @flags:   S2PT_MAP_*.
+ * @prot:    S2PT_PROT_* (PX and UX together unless the VM has S2PT_CONFIG_XNX).
+ * @memattr: S2PT_MEMATTR_*: without FWB one of the 13 defined MemAttr encodings; with FWB
+ *           a Device type, NORMAL_NC, NORMAL or STAGE1. Execute permission is refused on
+ *           Device memory (KVM refuses it too).
+ * @flags:   S2PT_MAP_*, with S2PT_MAP_SW(sw) for the software bits.
  *
  * Each aligned chunk gets the largest leaf its IPA and PA alignment allow. An existing
  * mapping is replaced (break-before-make: the old leaf is invalidated first). A block that
  * the range covers only in part is split into a table that keeps the rest of its mappings;
  * a table whose whole span becomes one block is freed with its subtree. A leaf that already
- * translates the range exactly as asked (same output, permissions, attributes and AF) is
- * left alone: no write, no split, no event. Leaves are inner shareable.
+ * translates the range exactly as asked (same output, permissions, attributes, AF and
+ * software bits) is left alone: no write, no split, no event; one that differs only in its
+ * software bits is rewritten in place without an event (hardware ignores them). Leaves are
+ * inner shareable.
  *
  * ipa, pa and size must be granule-aligned; size == 0 is a no-op; ipa + size may equal
  * 2^ipa_bits; pa + size must not exceed 2^pa_bits.
@@ -498,9 +581,11 @@ int s2pt_set_af(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, int af, ui
  * s2pt_translate() - the architectural stage-2 walk of one IPA for one access.
  * @out:   the translation on success.
  * @fault: the fault on S2PT_EFAULT (translation at the level the walk stopped, or level 0
- *         for an IPA at or above 2^ipa_bits; access flag and permission at the leaf level).
- *         Checks follow the architecture's order: translation, access flag, permission.
- *         Execute needs only XN clear (AArch64 EL2 does not tie execute to read).
+ *         for an IPA at or above 2^ipa_bits; address size at the level whose descriptor
+ *         holds an address at or above 2^pa_bits; access flag and permission at the leaf
+ *         level). Checks follow the architecture's order: translation / address size,
+ *         access flag, permission. Execute needs only PX (EL1) or UX (EL0), not read
+ *         permission (AArch64 EL2 does not tie execute to read).
  *
  * Return: 0, S2PT_EFAULT, S2PT_EINVAL (bad access), S2PT_EDESTROYED.
  */
@@ -553,6 +638,7 @@ struct s2pt_leaf {
 	uint32_t prot;
 	uint32_t memattr;
 	uint32_t af;
+	uint32_t sw;
 };
 
 /**
