@@ -46,13 +46,18 @@ class Geo:
     pool_slack: int | None = None  # tight shared pool: roots + this many pages; None: default
     neighbor_bits: int | None = None  # a second VM in the same pool (same granule)
     weight: float = 1.0  # share of the profile's max_examples (64K steps cost the most)
+    options: tuple = ()  # (name, value) pairs: lpa2, fwb, xnx, tlbi_range
     cfg: s2pt.Stage2Config = field(init=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "cfg", s2pt.Stage2Config(self.ipa_bits, self.granule,
-                                                          self.pa_bits))
+                                                          self.pa_bits, **self.opts))
         assert self.region_base % self.top_span == 0
         assert self.region_end <= 1 << self.ipa_bits
+
+    @property
+    def opts(self):
+        return dict(self.options)
 
     def span(self, level):
         return 1 << ((self.granule.bit_length() - 4) * (4 - level) + 3)
@@ -97,11 +102,25 @@ GEOS = [
     # 64K, 33-bit: 16 root entries only; the region ends at the IPA top; tight shared pool.
     Geo("64k_33", 65536, 33, 36, (1 << 33) - 1 * GiB, 2, pool_slack=2, neighbor_bits=33,
         weight=0.3),
+    # 4K LPA2, 52-bit IPA and PA: 16 concatenated level-0 tables, 512 GiB level-0 blocks, the
+    # region straddles the second root page; FEAT_XNX (PX and UX apart).
+    Geo("4k_52_lpa2", 4096, 52, 52, 256 * (1 << 40) - 512 * GiB, 2, weight=0.6,
+        options=(("lpa2", True), ("xnx", True))),
+    # 16K LPA2 from level 0 (SL0 = 3): 64 GiB level-1 blocks across a level-0 entry; FWB.
+    Geo("16k_52_lpa2_fwb", 16384, 52, 52, 128 * (1 << 40) - 64 * GiB, 2, weight=0.5,
+        options=(("lpa2", True), ("fwb", True))),
+    # 64K with a 52-bit PA: OA[51:48] in bits 15:12, 4 TiB level-1 blocks at the IPA top;
+    # FWB with and XNX without FEAT_TLBIRANGE.
+    Geo("64k_52", 65536, 52, 52, (1 << 52) - 8 * (1 << 40), 2, weight=0.3,
+        options=(("fwb", True), ("xnx", True), ("tlbi_range", False))),
 ]
 
-PROTS = [Prot.R, Prot.RW, Prot.RW, Prot.RWX, Prot.RX, Prot.NONE, Prot.W, Prot.X, Prot.WX]
+# PX / UX alone are valid only with xnx; STAGE1 only with fwb, NORMAL_WT and 0x6 only without.
+PROTS = [Prot.R, Prot.RW, Prot.RW, Prot.RWX, Prot.RX, Prot.NONE, Prot.W, Prot.X, Prot.WX,
+         Prot.PX, Prot.R | Prot.UX]
 MEMATTRS = [MemAttr.NORMAL] * 4 + [MemAttr.NORMAL_NC, MemAttr.NORMAL_WT, MemAttr.DEVICE_nGnRE,
-                                   MemAttr.DEVICE_nGnRnE, 0x6]
+                                   MemAttr.DEVICE_nGnRnE, 0x6, MemAttr.STAGE1]
+SWS = [0, 0, 0, 1, 15]
 NUDGES = st.one_of(st.just(0), st.just(0), st.integers(-3, 3))
 
 
@@ -151,7 +170,7 @@ class Stage2Differential(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         geo = self.GEO
-        kw = dict(ipa_bits=geo.ipa_bits, granule=geo.granule, pa_bits=geo.pa_bits)
+        kw = dict(ipa_bits=geo.ipa_bits, granule=geo.granule, pa_bits=geo.pa_bits, **geo.opts)
         if geo.pool_slack is None:
             self.engine = s2pt.Stage2(**kw)
             self.mpool = ReferencePool(self.engine.pool.capacity)
@@ -235,8 +254,9 @@ class Stage2Differential(RuleBasedStateMachine):
         memattr = data.draw(st.sampled_from(MEMATTRS), label="memattr")
         blocks = data.draw(st.booleans(), label="blocks") if size <= geo.page_limit else True
         af = data.draw(st.sampled_from([True, True, True, False]), label="af")
+        sw = data.draw(st.sampled_from(SWS), label="sw")
         self.note_range(ipa, size)
-        self.both(lambda vm: vm.map(ipa, pa, size, prot, memattr, blocks=blocks, af=af))
+        self.both(lambda vm: vm.map(ipa, pa, size, prot, memattr, blocks=blocks, af=af, sw=sw))
 
     @rule(data=st.data())
     def on_leaf(self, data):
@@ -294,13 +314,15 @@ class Stage2Differential(RuleBasedStateMachine):
             self.both(lambda vm: vm.set_access_flag(ipa, size, af))
         else:
             pa = leaf.pa + (ipa - leaf.ipa)
-            prot, af, blocks = leaf.prot, leaf.af, op != "pages"
+            prot, af, sw, blocks = leaf.prot, leaf.af, leaf.sw, op != "pages"
             if op == "other":
                 prot = data.draw(st.sampled_from(PROTS), label="prot")
                 af = data.draw(st.booleans(), label="af")
+                sw = data.draw(st.sampled_from(SWS), label="sw")
             if size > geo.page_limit and (not blocks or (pa - ipa) % geo.span(2)):
                 return  # would be hundreds of thousands of pages
-            self.both(lambda vm: vm.map(ipa, pa, size, prot, leaf.memattr, blocks=blocks, af=af))
+            self.both(lambda vm: vm.map(ipa, pa, size, prot, leaf.memattr, blocks=blocks, af=af,
+                                        sw=sw))
 
     @rule(data=st.data())
     def unmap(self, data):

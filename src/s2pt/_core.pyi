@@ -10,6 +10,21 @@ from ._types import Access, MemAttr, Prot, Mapping, Translation, WalkStep
 FSC_NONE: int
 DEFAULT_POOL_BASE_PA: int
 DEFAULT_POOL_BYTES: int
+TLBI_IPA: int
+TLBI_RANGE: int
+TLBI_VMID: int
+TLBI_LEVEL_UNKNOWN: int
+TLBI_UNMAP: int
+TLBI_TABLE: int
+TLBI_REPLACE: int
+TLBI_SPLIT: int
+TLBI_COALESCE: int
+TLBI_PERM: int
+TLBI_AF: int
+TLBI_DESTROY: int
+TLBI_OVERFLOW: int
+#: ipa u64, size u64, kind i32, level i32, reason u32, bbm u32 (struct s2pt_tlbi)
+TLBI_DTYPE: np.dtype
 
 class Stage2Config:
     """Geometry and control-register values of one VM, computed as KVM does."""
@@ -21,9 +36,16 @@ class Stage2Config:
         pa_bits: int = 48,
         vmid: int = 1,
         lpa2: bool = False,
+        *,
+        fwb: bool = False,
+        xnx: bool = False,
+        tlbi_range: bool = True,
     ) -> None: ...
     @classmethod
-    def from_vtcr(cls, vtcr: int, vmid: int = 1) -> Stage2Config: ...
+    def from_vtcr(
+        cls, vtcr: int, vmid: int = 1, *, fwb: bool = False, xnx: bool = False,
+        tlbi_range: bool = True,
+    ) -> Stage2Config: ...
     @property
     def ipa_bits(self) -> int: ...
     @property
@@ -34,6 +56,14 @@ class Stage2Config:
     def vmid(self) -> int: ...
     @property
     def lpa2(self) -> bool: ...
+    @property
+    def fwb(self) -> bool: ...
+    @property
+    def xnx(self) -> bool: ...
+    @property
+    def tlbi_range(self) -> bool: ...
+    @property
+    def oa_bits_mask(self) -> int: ...
     @property
     def levels(self) -> int: ...
     @property
@@ -94,6 +124,9 @@ class Stage2:
         lpa2: bool = False,
         pool: PagePool | None = None,
         *,
+        fwb: bool = False,
+        xnx: bool = False,
+        tlbi_range: bool = True,
         tlbi_capacity: int = 4096,
     ) -> None: ...
     @classmethod
@@ -123,6 +156,14 @@ class Stage2:
     @property
     def vtcr(self) -> int: ...
     @property
+    def lpa2(self) -> bool: ...
+    @property
+    def fwb(self) -> bool: ...
+    @property
+    def xnx(self) -> bool: ...
+    @property
+    def tlbi_range(self) -> bool: ...
+    @property
     def vttbr(self) -> int: ...
     @property
     def table_pages(self) -> int: ...
@@ -138,6 +179,7 @@ class Stage2:
         *,
         blocks: bool = True,
         af: bool = True,
+        sw: int = 0,
     ) -> None: ...
     def map_many(
         self,
@@ -149,6 +191,7 @@ class Stage2:
         *,
         blocks: bool = True,
         af: bool = True,
+        sw: int = 0,
     ) -> None: ...
     def unmap(self, ipa: int, size: int) -> int: ...
     def unmap_many(self, ipas: npt.ArrayLike, sizes: npt.ArrayLike | int) -> int: ...

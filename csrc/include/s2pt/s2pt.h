@@ -352,7 +352,9 @@ void s2pt_mem_free(void *mem, size_t bytes);
  *   map over a valid leaf with another output, attributes or permissions: IPA + the old
  *       leaf's level, REPLACE, issued between break (entry invalid) and make (new leaf).
  *   map or unmap splitting a valid block into a table: IPA + the block's level, SPLIT
- *       (break-before-make as for REPLACE).
+ *       (break-before-make as for REPLACE). The new table holds the rest of the block, as
+ *       after KVM's eager split, so the entries of it that the same call then changes or
+ *       removes get their own REPLACE / SPLIT / UNMAP events.
  *   map of a block over a table: RANGE of the block's span, COALESCE (break-before-make; a
  *       VMID event instead when the CPU lacks FEAT_TLBIRANGE, S2PT_CONFIG_NO_TLBIRANGE).
  *   unmap of a valid leaf: IPA + leaf level, UNMAP; of a table it empties: IPA with
