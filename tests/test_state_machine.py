@@ -336,6 +336,13 @@ class Stage2Differential(RuleBasedStateMachine):
         self.note_range(ipa, size)
         self.both(lambda vm: vm.protect(ipa, size, prot))
 
+    @rule(data=st.data(), owner=st.sampled_from([1, 1, 2, 255, 0, 256]))
+    def set_owner(self, data, owner):
+        """Owner annotations (invalid entries that count in the refcount); 0 and 256 are bad."""
+        ipa, size = data.draw(ranges(self.GEO), label="range")
+        self.note_range(ipa, size)
+        self.both(lambda vm: vm.set_owner(ipa, size, owner))
+
     @rule(data=st.data(), af=st.booleans())
     def set_access_flag(self, data, af):
         ipa, size = data.draw(ranges(self.GEO), label="range")
@@ -423,7 +430,11 @@ class Stage2Differential(RuleBasedStateMachine):
             "set_af misaligned": lambda vm: vm.set_access_flag(base + odd, g),
             "set_af beyond": lambda vm: vm.set_access_flag(top, g),
             "set_af wrap": lambda vm: vm.set_access_flag(U64 - g, 2 * g, False),
-            "translate access 3": lambda vm: vm.translate(base, 3),
+            "translate access 4": lambda vm: vm.translate(base, 4),
+            "set_owner misaligned": lambda vm: vm.set_owner(base + odd, g, 1),
+            "set_owner beyond": lambda vm: vm.set_owner(top, g, 1),
+            "set_owner float": lambda vm: vm.set_owner(base, g, 1.0),
+            "owner negative": lambda vm: vm.owner(-1),
             "translate access -1": lambda vm: vm.translate(base, -1),
             "translate access float": lambda vm: vm.translate(base, 1.0),
             "translate negative": lambda vm: vm.translate(-1),
@@ -439,8 +450,8 @@ class Stage2Differential(RuleBasedStateMachine):
             "translate_many 2**64": lambda vm: vm.translate_many([U64]),
             "translate_many floats": lambda vm: vm.translate_many([1.5]),
             "translate_many not a sequence": lambda vm: vm.translate_many(5),
-            "translate_many access 3": lambda vm: vm.translate_many([base], 3),
-            "translate_many empty access 3": lambda vm: vm.translate_many([], 3),
+            "translate_many access 4": lambda vm: vm.translate_many([base], 4),
+            "translate_many empty access 4": lambda vm: vm.translate_many([], 4),
             "translate_many empty": lambda vm: vm.translate_many(np.zeros(0, np.uint64)),
             "mappings misaligned": lambda vm: vm.mappings(base + odd),
             "mappings beyond": lambda vm: vm.mappings(top + g),
@@ -492,6 +503,7 @@ class Stage2Differential(RuleBasedStateMachine):
             for access in Access:
                 self.both(lambda vm: vm.translate(ipa, access))
             self.both(lambda vm: vm.lookup(ipa))
+            self.both(lambda vm: vm.owner(ipa))
         for ipa in self.fixed_probes:
             self.both(lambda vm: vm.translate(ipa, Access.READ))
         if self.recent_probes:  # a window: the leaves that intersect it, whole

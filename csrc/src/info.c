@@ -16,6 +16,8 @@ static int stats_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	} else if (s2pt_pte_valid(ctx->old)) {
 		st->leaves_by_level[ctx->level]++;
 		st->mapped_bytes += span;
+	} else if (ctx->old) {
+		st->annotated_bytes += span;
 	}
 	return 0;
 }
@@ -165,9 +167,15 @@ static int check_table(struct checker *c, uint32_t index, uint64_t nentries, int
 		if (i >= nentries)
 			return fail(c, "entry %llu of root page %#llx lies beyond the IPA space",
 				    (unsigned long long)i, (unsigned long long)page_pa);
-		if (!s2pt_pte_valid(pte))
-			return fail(c, "invalid but non-zero entry %#llx at IPA %#llx level %d",
-				    (unsigned long long)pte, (unsigned long long)ipa, level);
+		if (!s2pt_pte_valid(pte)) {
+			/* Only owner annotations, where s2pt_set_owner() can put them. */
+			if ((pte & ~S2PT_PTE_OWNER) ||
+			    (level < 3 && level < cfg->min_block_level))
+				return fail(c, "invalid entry %#llx at IPA %#llx level %d is not an "
+					    "owner annotation", (unsigned long long)pte,
+					    (unsigned long long)ipa, level);
+			continue;
+		}
 		if (addr >> cfg->pa_bits)
 			return fail(c, "address of %#llx beyond the %u-bit PA size",
 				    (unsigned long long)pte, cfg->pa_bits);

@@ -173,14 +173,16 @@ static inline void s2pt__tlbi_leaf(struct s2pt_pgtable *pt, uint64_t ipa, int le
 }
 
 /*
- * Replace a valid leaf by another leaf. Only a change of software bits (ignored by hardware)
- * is written without break-before-make; anything else is broken first and invalidated.
+ * Replace an entry by a leaf or an annotation. Only a change of software bits (ignored by
+ * hardware) is written without break-before-make; a valid leaf replaced by anything else is
+ * broken first and invalidated (by an annotation: plainly removed).
  */
 static inline void s2pt__tlbi_replace(struct s2pt_pgtable *pt, uint64_t old, uint64_t pte,
 				      uint64_t ipa, int level)
 {
 	if (s2pt_pte_valid(old) && ((old ^ pte) & ~S2PT_PTE_SW))
-		s2pt__tlbi_leaf(pt, ipa, level, S2PT_TLBI_REPLACE);
+		s2pt__tlbi_leaf(pt, ipa, level,
+				s2pt_pte_valid(pte) ? S2PT_TLBI_REPLACE : S2PT_TLBI_UNMAP);
 }
 
 /* KVM defers unmap invalidations to one range flush when it has FWB and FEAT_TLBIRANGE. */

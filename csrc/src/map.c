@@ -6,14 +6,22 @@
 
 struct map_args {
 	uint64_t ipa;   /* start of the range */
-	uint64_t pa;    /* output address of ipa */
-	uint64_t attrs; /* leaf attribute bits (no address, no type) */
+	uint64_t pa;    /* output address of ipa (= ipa for annotations: no alignment limit) */
+	uint64_t attrs; /* leaf attribute bits (no address, no type); annotations: the entry */
 	int blocks;
+	int annotate;   /* write invalid owner entries (s2pt_set_owner) instead of leaves */
 };
 
 static inline uint64_t pa_for(const struct map_args *m, uint64_t ipa)
 {
 	return m->pa + (ipa - m->ipa); /* modulo 2^64: consistent for ipa < m->ipa too */
+}
+
+/* The entry the change writes for the span at @ipa, @level. */
+static inline uint64_t new_entry(const struct s2pt_pgtable *pt, const struct map_args *m,
+				 uint64_t ipa, int level)
+{
+	return m->annotate ? m->attrs : s2pt_leaf_pte(&pt->cfg, pa_for(m, ipa), m->attrs, level);
 }
 
 /*
@@ -29,11 +37,13 @@ static inline int leaf_allowed(const struct s2pt_pgtable *pt, const struct map_a
 	       !((m->pa - m->ipa) & (s2pt__span(&pt->cfg, level) - 1));
 }
 
-/* The block at this entry already translates the whole request inside it as asked. */
+/* The block (or block-level annotation) at this entry already is what the request asks. */
 static inline int block_identical(const struct s2pt_pgtable *pt, const struct map_args *m,
 				  uint64_t pte, uint64_t entry_ipa)
 {
-	return s2pt_pte_attrs(&pt->cfg, pte) == m->attrs &&
+	if (m->annotate)
+		return pte == m->attrs;
+	return s2pt_pte_valid(pte) && s2pt_pte_attrs(&pt->cfg, pte) == m->attrs &&
 	       s2pt_pte_addr(&pt->cfg, pte) == pa_for(m, entry_ipa);
 }
 
@@ -96,7 +106,7 @@ static uint64_t need_map(const struct s2pt_pgtable *pt, const struct map_args *m
 		if (s2pt_pte_is_table(pte, level))
 			n += need_map(pt, m, s2pt__child(pt, pte), 1ull << pt->cfg.stride, level + 1,
 				      ea, eb);
-		else if (s2pt_pte_valid(pte) && m->blocks && block_identical(pt, m, pte, e))
+		else if (m->blocks && block_identical(pt, m, pte, e))
 			continue;
 		else
 			n += 1 + need_empty(pt, m, level + 1, ea, eb);
@@ -123,8 +133,9 @@ static uint64_t need_split(const struct s2pt_pgtable *pt, int level, uint64_t a,
 
 /*
  * Pages unmap or protect need: only blocks that the range covers in part are split, and only
- * the entries at the two ends of the range can be such blocks. @keep_prot >= 0 (protect):
- * blocks that already have these permissions are left whole.
+ * the entries at the two ends of the range can be such blocks. @keep_prot < 0 (unmap): valid
+ * blocks and block-level annotations split. @keep_prot >= 0 (protect): only valid blocks
+ * whose permissions differ.
  */
 static uint64_t need_edges(const struct s2pt_pgtable *pt, const uint64_t *table, uint64_t nentries,
 			   int level, uint64_t a, uint64_t b, int64_t keep_prot)
@@ -149,8 +160,8 @@ static uint64_t need_edges(const struct s2pt_pgtable *pt, const uint64_t *table,
 		if (s2pt_pte_is_table(pte, level))
 			n += need_edges(pt, s2pt__child(pt, pte), 1ull << pt->cfg.stride, level + 1, ea,
 					eb, keep_prot);
-		else if (s2pt_pte_valid(pte) &&
-			 (keep_prot < 0 || s2pt_pte_prot(pte) != (uint32_t)keep_prot))
+		else if (keep_prot < 0 ? pte != 0
+					: s2pt_pte_valid(pte) && s2pt_pte_prot(pte) != (uint32_t)keep_prot)
 			n += 1 + need_split(pt, level + 1, ea, eb);
 	}
 	return n;
@@ -200,9 +211,10 @@ static int walk_reserved(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, u
 
 /*
  * Replace the block at ctx->ptep by a table. With @keep, the table holds the block's mapping
- * as next-level leaves (same attributes, consecutive output addresses), so the part of the
- * block outside the range stays mapped; without it the table starts empty (the range covers
- * the whole block and rewrites it). The old block is invalidated first (break-before-make).
+ * as next-level leaves (same attributes, consecutive output addresses), or a block-level
+ * annotation's owner in every entry, so the part outside the range stays as it was; without
+ * it the table starts empty (the range covers the whole block and rewrites it). A valid block
+ * is invalidated first (break-before-make).
  */
 static int split_block(const struct s2pt_walk_ctx *ctx, int keep)
 {
@@ -224,6 +236,11 @@ static int split_block(const struct s2pt_walk_ctx *ctx, int keep)
 
 		for (uint64_t i = 0; i < nentries; i++)
 			child[i] = s2pt_leaf_pte(cfg, pa + i * step, attrs, ctx->level + 1);
+		pt->pool->refcount[index] += (uint32_t)nentries;
+		pt->pool->hint[index] = ~0ull;
+	} else if (keep && ctx->old) {
+		for (uint64_t i = 0; i < nentries; i++)
+			child[i] = ctx->old;
 		pt->pool->refcount[index] += (uint32_t)nentries;
 		pt->pool->hint[index] = ~0ull;
 	}
@@ -255,8 +272,10 @@ static int map_run(const struct s2pt_walk_ctx *ctx, const struct map_args *m)
 	uint32_t nr = ctx->nr, added = 0;
 	uint64_t pa = pa_for(m, ctx->addr);
 	/* Consecutive leaves differ by span in their descriptors too, unless the run crosses
-	 * the top of the in-place address field (2^48, 2^50 with LPA2) in a 52-bit format. */
-	int linear = !((pa ^ (pa + (nr - 1) * span)) & ~(cfg->oa_mask | (span - 1)));
+	 * the top of the in-place address field (2^48, 2^50 with LPA2) in a 52-bit format.
+	 * Annotations are all the same entry. */
+	uint64_t inc = m->annotate ? 0 : span;
+	int linear = m->annotate || !((pa ^ (pa + (nr - 1) * span)) & ~(cfg->oa_mask | (span - 1)));
 	uint32_t *count;
 	uint64_t pte;
 
@@ -266,8 +285,7 @@ static int map_run(const struct s2pt_walk_ctx *ctx, const struct map_args *m)
 			struct s2pt_walk_ctx one = run_entry(ctx, i);
 			int ret;
 
-			if (s2pt_pte_valid(one.old) && m->blocks &&
-			    block_identical(pt, m, one.old, one.addr))
+			if (m->blocks && block_identical(pt, m, one.old, one.addr))
 				continue;
 			ret = split_block(&one, 0);
 			if (ret)
@@ -276,11 +294,11 @@ static int map_run(const struct s2pt_walk_ctx *ctx, const struct map_args *m)
 		return 1; /* descend into the new tables */
 	}
 	count = s2pt__page_count(pt, ptep);
-	pte = s2pt_leaf_pte(cfg, pa, m->attrs, ctx->level);
+	pte = new_entry(pt, m, ctx->addr, ctx->level);
 	if (*count == 1 && S2PT_LIKELY(linear)) {
 		/* KVM's count says the page holds nothing: a plain fill, nothing to invalidate. */
 		for (uint32_t i = 0; i < nr; i++)
-			ptep[i] = pte + i * span;
+			ptep[i] = pte + i * inc;
 		*count += nr;
 		s2pt__hint_range(pt->pool, ptep, nr);
 		return 0;
@@ -292,7 +310,7 @@ static int map_run(const struct s2pt_walk_ctx *ctx, const struct map_args *m)
 		if (!linear)
 			pte = s2pt_leaf_pte(cfg, pa + i * span, m->attrs, ctx->level);
 		else if (i)
-			pte += span;
+			pte += inc;
 		if (old == pte)
 			continue; /* already exactly this: no write, no event */
 		s2pt__tlbi_replace(pt, old, pte, ctx->addr + i * span, ctx->level);
@@ -314,7 +332,7 @@ static int map_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	if (visit == S2PT_WALK_LEAF_RUN)
 		return map_run(ctx, m);
 	if (covered && leaf_allowed(pt, m, ctx->level)) {
-		pte = s2pt_leaf_pte(&pt->cfg, pa_for(m, ctx->addr), m->attrs, ctx->level);
+		pte = new_entry(pt, m, ctx->addr, ctx->level);
 		if (visit == S2PT_WALK_TABLE_PRE) {
 			/* Coalesce: the table's whole span becomes one block; free the subtree.
 			 * Without FEAT_TLBIRANGE KVM invalidates the whole VMID instead. */
@@ -322,12 +340,13 @@ static int map_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 
 			if (ret)
 				return ret;
+			uint32_t why = m->annotate ? S2PT_TLBI_UNMAP : S2PT_TLBI_COALESCE;
+
 			if (pt->cfg.flags & S2PT_CONFIG_NO_TLBIRANGE)
-				s2pt__tlbi(pt, S2PT_TLBI_VMID, 0, 0, S2PT_TLBI_LEVEL_UNKNOWN,
-					   S2PT_TLBI_COALESCE);
+				s2pt__tlbi(pt, S2PT_TLBI_VMID, 0, 0, S2PT_TLBI_LEVEL_UNKNOWN, why);
 			else
 				s2pt__tlbi(pt, S2PT_TLBI_RANGE, ctx->addr, span,
-					   S2PT_TLBI_LEVEL_UNKNOWN, S2PT_TLBI_COALESCE);
+					   S2PT_TLBI_LEVEL_UNKNOWN, why);
 		} else if (ctx->old == pte) {
 			return 0; /* already exactly this: no write, no event */
 		} else {
@@ -339,8 +358,7 @@ static int map_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	if (visit == S2PT_WALK_TABLE_PRE)
 		return 0; /* descend into the existing table */
 	/* A leaf does not fit here: put a table in place and let the walker descend into it. */
-	if (s2pt_pte_valid(ctx->old) && m->blocks &&
-	    block_identical(pt, m, ctx->old, ctx->addr))
+	if (m->blocks && block_identical(pt, m, ctx->old, ctx->addr))
 		return 0;
 	return split_block(ctx, !covered);
 }
@@ -399,36 +417,56 @@ static int map_page_fast(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uin
 	return 1;
 }
 
+/* Reserve, then walk: the change @m describes over [m->ipa, m->ipa + size). */
+static int map_walk(struct s2pt_pgtable *pt, const struct map_args *m, uint64_t size)
+{
+	const struct s2pt_walker w = {
+		.cb = map_cb,
+		.arg = (void *)m,
+		.flags = S2PT_WALK_LEAF | S2PT_WALK_LEAF_RUN | S2PT_WALK_TABLE_PRE,
+	};
+	uint64_t need;
+
+	need = bound_settles(pt, m->ipa, m->ipa + size)
+		       ? 0
+		       : need_map(pt, m, pt->root, pt->cfg.root_entries, pt->cfg.start_level,
+				  m->ipa, m->ipa + size);
+	return walk_reserved(pt, m->ipa, size, need, &w);
+}
+
 /* Reserve, then change: the arguments are already checked. */
 static int map_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
 		     uint32_t prot, uint32_t memattr, uint32_t flags)
 {
-	struct map_args m;
-	const struct s2pt_walker w = {
-		.cb = map_cb,
-		.arg = &m,
-		.flags = S2PT_WALK_LEAF | S2PT_WALK_LEAF_RUN | S2PT_WALK_TABLE_PRE,
-	};
-	uint64_t need;
-	int ret;
+	struct map_args m = {.ipa = ipa, .pa = pa, .blocks = !(flags & S2PT_MAP_NO_BLOCKS)};
 
 	if (size == 0)
 		return 0;
-	m.ipa = ipa;
-	m.pa = pa;
 	m.attrs = s2pt_leaf_attrs(&pt->cfg, prot, (uint32_t)s2pt_memattr_field(&pt->cfg, memattr),
 				  !(flags & S2PT_MAP_NO_AF),
 				  (flags & S2PT_MAP_SW_MASK) >> S2PT_MAP_SW_SHIFT);
-	m.blocks = !(flags & S2PT_MAP_NO_BLOCKS);
 	pt->allocs = 0;
 	if (size == (1ull << pt->cfg.granule_shift) && map_page_fast(pt, ipa, pa, m.attrs))
 		return 0;
-	need = bound_settles(pt, ipa, ipa + size)
-		       ? 0
-		       : need_map(pt, &m, pt->root, pt->cfg.root_entries,
-				  pt->cfg.start_level, ipa, ipa + size);
-	ret = walk_reserved(pt, ipa, size, need, &w);
-	return ret;
+	return map_walk(pt, &m, size);
+}
+
+int s2pt_set_owner(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t owner)
+{
+	/* ipa doubles as the "output address": the alignment rule for blocks then always holds,
+	 * and KVM places annotations at any block level the range covers. */
+	struct map_args m = {.ipa = ipa, .pa = ipa, .blocks = 1, .annotate = 1};
+	int ret;
+
+	if (pt->destroyed)
+		return S2PT_EDESTROYED;
+	if (owner == 0 || owner > S2PT_OWNER_MAX)
+		return S2PT_EINVAL;
+	ret = s2pt__check_range(pt, ipa, size);
+	if (ret || size == 0)
+		return ret;
+	m.attrs = (uint64_t)owner << S2PT_PTE_OWNER_SHIFT;
+	return map_walk(pt, &m, size);
 }
 
 int s2pt_map(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
@@ -553,8 +591,8 @@ static int unmap_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 		s2pt__set_pte(pt, ctx->ptep, 0);
 		return 0;
 	}
-	/* A block covered in part: keep the rest as next-level leaves, then descend. */
-	return s2pt_pte_valid(ctx->old) ? split_block(ctx, 1) : 0;
+	/* A block (or block-level annotation) covered in part: keep the rest, then descend. */
+	return split_block(ctx, 1);
 }
 
 static int unmap_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *unmapped)

@@ -359,3 +359,18 @@ int s2pt_walk_path(const struct s2pt_pgtable *pt, uint64_t ipa, struct s2pt_walk
 	ret = walk_one(pt, ipa, &pte, &level, &f, steps, nsteps);
 	return ret == S2PT_EINVARIANT ? ret : 0;
 }
+
+int s2pt_owner(const struct s2pt_pgtable *pt, uint64_t ipa, uint32_t *owner)
+{
+	struct s2pt_walk_step steps[S2PT_MAX_LEVELS];
+	uint32_t n = 0;
+	int ret = s2pt_walk_path(pt, ipa, steps, &n);
+	uint64_t last = n ? steps[n - 1].desc : 0;
+
+	*owner = 0;
+	if (ret)
+		return ret;
+	if (!s2pt_pte_valid(last))
+		*owner = (uint32_t)((last & S2PT_PTE_OWNER) >> S2PT_PTE_OWNER_SHIFT);
+	return 0;
+}

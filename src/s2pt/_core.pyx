@@ -705,6 +705,30 @@ cdef class Stage2:
             self._fail(rc, i, n)
         return young
 
+    def set_owner(self, ipa, size, owner):
+        """Annotate ``[ipa, ipa + size)`` as owned by ``owner`` (1..255): each entry becomes
+        an invalid descriptor holding the id in bits 9:2 (KVM's set_owner), so the range
+        faults (translation, at the annotation's level) and :meth:`owner` reports the id.
+        Annotations count in their table's reference count. Mappings in the range are
+        removed (a TLB event per valid leaf); partly covered blocks and annotations are split
+        so the rest stays; whole block spans take one entry at the shallowest block level.
+        :meth:`unmap` clears annotations; :meth:`map` replaces them."""
+        cdef uint64_t i = _u64(ipa, "ipa"), n = _u64(size, "size")
+        cdef int rc = s2pt_set_owner(&self.pt, i, n, _u32(owner, "owner"))
+        if rc == S2PT_EINVAL:
+            raise InvalidArgumentError(f"owner={owner!r} must be 1..{S2PT_OWNER_MAX}")
+        if rc:
+            self._fail(rc, i, n)
+
+    def owner(self, ipa):
+        """The owner id annotating ``ipa``'s entry, or 0 (mapped, empty, or outside the IPA
+        space)."""
+        cdef uint32_t who = 0
+        cdef int rc = s2pt_owner(&self.pt, _u64(ipa, "ipa"), &who)
+        if rc:
+            _raise(rc)
+        return who
+
     cdef int _fail(self, int rc, uint64_t ipa, uint64_t size, object pa=None, object prot=None,
                    object memattr=None) except -1:
         gran = 1 << self.pt.cfg.granule_shift
@@ -836,7 +860,8 @@ cdef class Stage2:
 
     def stats(self):
         """Shape of the tables: ``table_pages`` (roots included), ``table_pages_by_level``,
-        ``leaves_by_level`` (valid leaves) and ``mapped_bytes``."""
+        ``leaves_by_level`` (valid leaves), ``mapped_bytes`` and ``annotated_bytes`` (owner
+        annotations)."""
         cdef s2pt_stats_t st
         cdef int rc = s2pt_stats(&self.pt, &st)
         cdef int level
@@ -848,6 +873,7 @@ cdef class Stage2:
             "table_pages_by_level": {level: st.table_pages_by_level[level] for level in levels},
             "leaves_by_level": {level: st.leaves_by_level[level] for level in levels},
             "mapped_bytes": st.mapped_bytes,
+            "annotated_bytes": st.annotated_bytes,
             "pool_used": self.pool.pool.used,
             "pool_free": self.pool.pool.capacity - self.pool.pool.used,
         }

@@ -38,6 +38,7 @@ cdef extern from "s2pt/s2pt.h" nogil:
         S2PT_MAP_NO_BLOCKS
         S2PT_MAP_NO_AF
         S2PT_MAP_SW_SHIFT
+        S2PT_OWNER_MAX
         S2PT_TLBI_IPA
         S2PT_TLBI_RANGE
         S2PT_TLBI_VMID
@@ -155,6 +156,8 @@ cdef extern from "s2pt/s2pt.h" nogil:
                         size_t size_stride, size_t n, uint64_t *unmapped, size_t *done) nogil
     int s2pt_protect(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t prot)
     int s2pt_set_af(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, int af, uint64_t *young)
+    int s2pt_set_owner(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t owner)
+    int s2pt_owner(const s2pt_pgtable *pt, uint64_t ipa, uint32_t *owner)
     int s2pt_translate(const s2pt_pgtable *pt, uint64_t ipa, uint32_t access,
                        s2pt_translation *out, s2pt_fault *fault)
     int s2pt_lookup(const s2pt_pgtable *pt, uint64_t ipa, s2pt_translation *out,
@@ -191,6 +194,7 @@ cdef extern from "s2pt/s2pt.h" nogil:
         uint64_t table_pages_by_level[4]
         uint64_t leaves_by_level[4]
         uint64_t mapped_bytes
+        uint64_t annotated_bytes
 
     int s2pt_stats(const s2pt_pgtable *pt, s2pt_stats_t *out)
     int s2pt_check(const s2pt_pgtable *pt, char *msg, size_t msg_len)

@@ -110,6 +110,7 @@ class _Leaf(NamedTuple):
     memattr: int  # a MemAttr name (the non-FWB encoding, or STAGE1)
     af: bool
     sw: int = 0  # software bits 58:55
+    owner: int = 0  # non-zero: an invalid entry annotated with this owner id (pa etc. unused)
 
 
 # ---- argument conversion (what the Cython layer does) ----------------------------------------
@@ -343,6 +344,8 @@ class ReferenceStage2:
         attributes (``prot`` replaces the permissions if given)."""
         a = max(a, base)
         b = min(b, self._end(level, base))
+        if leaf.owner:  # an annotation splits into annotations of the same owner
+            return {key: leaf for key in self._decompose(a, b, lambda lv: lv > level)}
         new_prot = leaf.prot if prot is None else prot
         return {
             (lv, x): _Leaf(leaf.pa + (x - base), new_prot, leaf.memattr, leaf.af, leaf.sw)
@@ -374,6 +377,7 @@ class ReferenceStage2:
                                  for (level, base), leaf in self._leaves.items())
             self._bases = [base for base, _, _ in self._order]
             self._objs = [
+                None if leaf.owner else
                 Mapping(base, leaf.pa, self._spans[level], level, _PROT_OBJ[leaf.prot],
                         _MEMATTR_OBJ[leaf.memattr], leaf.af, leaf.sw)
                 for base, level, leaf in self._order
@@ -419,12 +423,30 @@ class ReferenceStage2:
             raise RangeError(f"[{pa:#x}, +{size:#x}) is outside the PA space")
         if size == 0:
             return
-        end = ipa + size
-        new_leaf = _Leaf(0, prot, memattr, af, sw)
+        self._place(ipa, ipa + size, _Leaf(pa, prot, memattr, af, sw), blocks)
 
-        def translates_as_asked(base: int, leaf: _Leaf) -> bool:
-            return (leaf.prot, leaf.memattr, leaf.af, leaf.sw) == (prot, memattr, af, sw) and \
-                leaf.pa == pa + (base - ipa)
+    def set_owner(self, ipa, size, owner) -> None:
+        ipa = _u64(ipa, "ipa")
+        size = _u64(size, "size")
+        owner = _u32(owner, "owner")
+        self._live()
+        if not 1 <= owner <= 255:
+            raise InvalidArgumentError(f"owner={owner} must be 1..255")
+        self._check_range(ipa, size)
+        if size:
+            # No output address: annotations go at any block level the range covers whole.
+            self._place(ipa, ipa + size, _Leaf(ipa, 0, 0, False, 0, owner), True)
+
+    def _place(self, ipa: int, end: int, new: _Leaf, blocks: bool) -> None:
+        """Put ``new`` over [ipa, end) (its ``pa`` is the output address of ``ipa``): the
+        largest aligned entries, leaves in the range replaced, crossing ones split, unless
+        (with blocks) a crossing one is already what is asked for its part."""
+        pa = new.pa
+
+        def already(base: int, leaf: _Leaf) -> bool:
+            if new.owner:
+                return leaf == new._replace(pa=leaf.pa)
+            return not leaf.owner and leaf == new._replace(pa=pa + (base - ipa))
 
         leaves = dict(self._leaves)  # leaves outside the range stay as they are
         kept_whole = []  # spans of leaves that already translate their part of the range
@@ -432,7 +454,7 @@ class ReferenceStage2:
             lend = self._end(level, base)
             if ipa <= base and lend <= end:
                 del leaves[(level, base)]  # inside the range: replaced
-            elif blocks and translates_as_asked(base, leaf):
+            elif blocks and already(base, leaf):
                 kept_whole.append((base, lend))  # kept whole
             else:  # crosses an end of the range: keep the part outside
                 del leaves[(level, base)]
@@ -445,7 +467,7 @@ class ReferenceStage2:
         for level, x in self._decompose(ipa, end, leaf_allowed):
             if any(lo <= x < hi for lo, hi in kept_whole):
                 continue
-            leaves[(level, x)] = new_leaf._replace(pa=pa + (x - ipa))
+            leaves[(level, x)] = new._replace(pa=0 if new.owner else pa + (x - ipa))
         self._commit(leaves)
 
     def unmap(self, ipa, size) -> int:
@@ -460,7 +482,8 @@ class ReferenceStage2:
         unmapped = 0
         for base, level, leaf in self._intersecting(ipa, end):
             lend = self._end(level, base)
-            unmapped += min(lend, end) - max(base, ipa)
+            if not leaf.owner:  # annotations go too, but were never mapped
+                unmapped += min(lend, end) - max(base, ipa)
             del leaves[(level, base)]
             leaves.update(self._pieces(level, base, leaf, base, ipa))
             leaves.update(self._pieces(level, base, leaf, end, lend))
@@ -478,7 +501,7 @@ class ReferenceStage2:
         if size == 0:
             return
         end = ipa + size
-        hit = list(self._intersecting(ipa, end))
+        hit = [x for x in self._intersecting(ipa, end) if not x[2].owner]  # annotations stay
         if prot & _X and any(_is_device(leaf.memattr) for _, _, leaf in hit):
             raise InvalidArgumentError("execute permission on Device memory")
         leaves = dict(self._leaves)
@@ -505,6 +528,8 @@ class ReferenceStage2:
             return 0
         young = 0
         for base, level, leaf in self._intersecting(ipa, ipa + size):
+            if leaf.owner:
+                continue
             young += leaf.af
             self._leaves[(level, base)] = leaf._replace(af=af)
         self._order = None
@@ -561,6 +586,8 @@ class ReferenceStage2:
         if found is None:
             return FaultKind.TRANSLATION, fault_level
         level, base, leaf = found
+        if leaf.owner:  # an invalid entry, whatever software keeps in it
+            return FaultKind.TRANSLATION, level
         if not leaf.af:
             return FaultKind.ACCESS_FLAG, level
         need = _NEEDS[access]
@@ -584,10 +611,16 @@ class ReferenceStage2:
         ipa = _u64(ipa, "ipa")
         self._live()
         found, _ = self._walk(ipa)
-        if found is None:
+        if found is None or found[2].owner:
             return None
         level, base, leaf = found
         return self._translation(ipa, level, base, leaf)
+
+    def owner(self, ipa) -> int:
+        ipa = _u64(ipa, "ipa")
+        self._live()
+        found, _ = self._walk(ipa)
+        return 0 if found is None else found[2].owner
 
     def translate_many(self, ipas, access=0):
         values = _ipa_list(ipas)
@@ -619,7 +652,7 @@ class ReferenceStage2:
         if n == 0:
             return iter([])
         where = self._slice(start, start + n)
-        return iter(self._objs[where])
+        return iter([obj for obj in self._objs[where] if obj is not None])
 
     def stats(self) -> dict:
         self._live()
@@ -628,13 +661,19 @@ class ReferenceStage2:
         for level, _ in self._tables:
             tables[level] += 1
         leaves = {level: 0 for level in self._levels}
-        for level, _ in self._leaves:
-            leaves[level] += 1
+        mapped = annotated = 0
+        for (level, _), leaf in self._leaves.items():
+            if leaf.owner:
+                annotated += self._spans[level]
+            else:
+                leaves[level] += 1
+                mapped += self._spans[level]
         return {
             "table_pages": self.table_pages,
             "table_pages_by_level": tables,
             "leaves_by_level": leaves,
-            "mapped_bytes": sum(self._spans[level] for level, _ in self._leaves),
+            "mapped_bytes": mapped,
+            "annotated_bytes": annotated,
             "pool_used": self.pool.used,
             "pool_free": self.pool.free,
         }
@@ -661,6 +700,10 @@ class ReferenceStage2:
             if what:
                 raise InvariantError(f"leaf at level {level}, IPA {base:#x}, PA {pa:#x}: {what}")
             prev_end = base + size
+            if leaf.owner:
+                if not 1 <= leaf.owner <= 255:
+                    raise InvariantError(f"annotation at {base:#x} with owner {leaf.owner}")
+                continue
             attrs.add((leaf.prot, leaf.memattr))
         for prot, memattr in attrs:
             if not _prot_valid(prot, self._xnx) or not _memattr_valid(memattr, self._fwb) or \

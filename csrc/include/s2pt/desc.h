@@ -31,6 +31,10 @@
 #define S2PT_PTE_SW_SHIFT 55
 #define S2PT_PTE_SW (0xfull << S2PT_PTE_SW_SHIFT) /* reserved for software, ignored by HW */
 
+/* An invalid entry software annotated with an owner id (KVM_INVALID_PTE_OWNER_MASK): bits 9:2. */
+#define S2PT_PTE_OWNER_SHIFT 2
+#define S2PT_PTE_OWNER (0xffull << S2PT_PTE_OWNER_SHIFT)
+
 /* Leaf attribute bits s2pt writes (besides the address); anything else is a stray bit. */
 #define S2PT_PTE_LEAF_ATTRS                                                                 \
 	(S2PT_PTE_MEMATTR | S2PT_PTE_S2AP_R | S2PT_PTE_S2AP_W | S2PT_PTE_SH | S2PT_PTE_AF | \

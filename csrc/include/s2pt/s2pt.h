@@ -567,6 +567,34 @@ int s2pt_unmap_many(struct s2pt_pgtable *pt, const uint64_t *ipas, const uint64_
  */
 int s2pt_protect(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t prot);
 
+/* Largest owner id an annotation holds (8 bits, descriptor bits 9:2). */
+#define S2PT_OWNER_MAX 255u
+
+/**
+ * s2pt_set_owner() - annotate [ipa, ipa + size) as owned by @owner (1..255): every entry of
+ * the range becomes an invalid descriptor holding the id in bits 9:2 (KVM's set_owner and
+ * KVM_INVALID_PTE_OWNER_MASK). Hardware ignores invalid entries, so the range translates to
+ * a translation fault at the annotation's level; software finds the owner with s2pt_owner().
+ * Annotations are non-zero, so they count in their table's reference count and keep it alive.
+ *
+ * Like s2pt_map(): whole aligned spans get one entry at the shallowest level that allows a
+ * block (no output address to align); mappings in the range are removed (a valid leaf is
+ * invalidated: UNMAP events); a block or annotation covered in part is split so the rest
+ * stays as it was; a table whose whole span is covered is freed. Identical annotations are
+ * left alone. s2pt_unmap() clears annotations (no events: they were never valid); map over
+ * one replaces it; protect and set_af leave them alone.
+ *
+ * Return: 0, S2PT_EINVAL (owner), S2PT_EALIGN, S2PT_ERANGE, S2PT_ENOMEM, S2PT_EDESTROYED.
+ */
+int s2pt_set_owner(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t owner);
+
+/**
+ * s2pt_owner() - the owner id annotating the entry the walk of @ipa stops at, or 0 (a valid
+ * leaf, an empty entry, or @ipa outside the IPA space).
+ * Return: 0, S2PT_EDESTROYED.
+ */
+int s2pt_owner(const struct s2pt_pgtable *pt, uint64_t ipa, uint32_t *owner);
+
 /**
  * s2pt_set_af() - set (@af != 0) or clear the access flag of every valid leaf that intersects
  * [ipa, ipa + size), in place: whole leaves, no split (KVM's mkyoung / test_clear_young).
@@ -658,12 +686,14 @@ int s2pt_leaves(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, stru
  * @table_pages_by_level: pages per level, indexed by level (roots at the start level).
  * @leaves_by_level:      valid leaves per level.
  * @mapped_bytes:         bytes mapped by valid leaves.
+ * @annotated_bytes:      bytes covered by owner annotations (s2pt_set_owner()).
  */
 struct s2pt_stats {
 	uint64_t table_pages;
 	uint64_t table_pages_by_level[S2PT_MAX_LEVELS];
 	uint64_t leaves_by_level[S2PT_MAX_LEVELS];
 	uint64_t mapped_bytes;
+	uint64_t annotated_bytes;
 };
 
 /** s2pt_stats() - walk the whole table and count. Return: 0, S2PT_EDESTROYED. */
