@@ -11,26 +11,31 @@
 //   0x000 magic CFG_MAGIC
 //   0x008 mode: 0 = AT S12E1R + AT S12E1W per IPA (record: PAR after R, PAR after W)
 //               1 = EL1 accesses: load, store, branch to each IPA from EL1 (3 records per IPA)
+//               2 = as 1, then a branch to the IPA from EL0 (4 records per IPA)
 //   0x010 number of VMs
 //   0x018 address of the result buffer
 //   0x100 result file name, NUL-terminated (at most 255 bytes)
-//   0x200 + 32*i  VM i: VTCR_EL2, VTTBR_EL2, number of IPAs, address of the IPA list (u64 each)
+//   0x200 + 48*i  VM i: VTCR_EL2, VTTBR_EL2, number of IPAs, address of the IPA list,
+//                 HCR_EL2 (RW and VM must be set; e.g. DC, FWB per VM), reserved (u64 each)
 //
 // Result buffer (64-byte header, then the records):
 //   0x00 RES_MAGIC, 0x08 status (0 ok), 0x10 number of records, 0x18 words per record,
 //   0x20 ESR_EL2, 0x28 ELR_EL2, 0x30 FAR_EL2 of an unexpected EL2 exception,
 //   0x38 index of the VM being probed (progress).
 // Mode 0 record (2 words): PAR_EL1 after AT S12E1R, PAR_EL1 after AT S12E1W.
-// Mode 1 record (4 words): outcome, then
+// Mode 1/2 record (4 words): outcome, then
 //   0 access completed (HVC #0 from the EL1 stub):        ESR_EL2 of the HVC, 0, 0
 //   1 abort taken to EL2 (EC 0x24 data / 0x20 instr.):    ESR_EL2, HPFAR_EL2, FAR_EL2
-//   2 EL1 took an exception of its own (HVC #1 from its   ESR_EL1, ELR_EL1, FAR_EL1
-//     vector), e.g. the UDF fetched after a branch that translated
+//   2 EL1 took an exception (HVC #1 from its vector for   ESR_EL1, ELR_EL1, FAR_EL1
+//     a synchronous exception from EL1 or from EL0), e.g. the UDF fetched after a branch
+//     that translated
 //   3 anything else reached EL2 from EL1:                 ESR_EL2, ELR_EL2, FAR_EL2
+// The EL0 branch (mode 2, kind 3) runs the EL0 stub of the EL1 code page at EL0t; its own
+// exceptions (the UDF) go to EL1 (HCR_EL2.TGE = 0), stage-2 aborts to EL2.
 //
 // Register use while probing (EL1 stubs touch only x0 and x1):
 //   x20 config block, x21 result header, x22 next record, x23 VM count, x24 VM index,
-//   x25 mode, x26 VM descriptor, x27 IPAs left, x28 IPA list cursor, x19 access kind (mode 1).
+//   x25 mode, x26 VM descriptor, x27 IPAs left, x28 IPA list cursor, x19 access kind (modes 1, 2).
 
         .equ    CFG_BASE,       0x40100000
         .equ    CFG_MAGIC,      0x31425250544d5153      // "SQMTPRB1"
@@ -50,9 +55,13 @@
         .equ    RES_VM,         0x38
         .equ    RES_HDR,        64
 
+        .equ    CFG_VM_SIZE,    48
+        .equ    VM_HCR,         32                      // HCR_EL2 in a VM descriptor
+
         .equ    HCR_VAL,        (1 << 31) | (1 << 0)    // RW: EL1 is AArch64; VM: stage 2 on
         .equ    SCTLR_EL1_VAL,  0x30d00800              // RES1 bits only: M = 0, stage 1 off
         .equ    SPSR_EL1H,      0x3c5                   // EL1h, D, A, I, F masked
+        .equ    SPSR_EL0T,      0x3c0                   // EL0t, D, A, I, F masked
 
         .equ    SYS_OPEN,       0x01
         .equ    SYS_CLOSE,      0x02
@@ -106,11 +115,12 @@ _start:
         ldr     x23, [x20, #CFG_NVMS]
         mov     x24, #0
         ldr     x25, [x20, #CFG_MODE]
-        cmp     x25, #1
+        cmp     x25, #2
         b.hi    bad_mode
-        mov     x0, #2
-        add     x0, x0, x25, lsl #1     // 2 words per record in mode 0, 4 in mode 1
-        str     x0, [x21, #RES_RECWORDS]
+        mov     x0, #2                  // 2 words per record in mode 0, 4 in modes 1 and 2
+        cbz     x25, 1f
+        mov     x0, #4
+1:      str     x0, [x21, #RES_RECWORDS]
 
         // EL1 state: stage 1 off (VA = IPA), its vectors in the EL1 code page
         ldr     x0, =SCTLR_EL1_VAL
@@ -130,7 +140,13 @@ vm_loop:
         b.hs    all_done
         str     x24, [x21, #RES_VM]
         add     x26, x20, #CFG_VMS
-        add     x26, x26, x24, lsl #5
+        mov     x0, #CFG_VM_SIZE
+        madd    x26, x24, x0, x26
+        ldr     x0, [x26, #VM_HCR]
+        ldr     x1, =HCR_VAL
+        bic     x2, x1, x0
+        cbnz    x2, bad_vm              // RW or VM clear
+        msr     hcr_el2, x0
         ldr     x0, [x26, #0]
         msr     vtcr_el2, x0
         ldr     x0, [x26, #8]
@@ -169,17 +185,21 @@ el1_ipa_loop:
         cbz     x27, vm_next
 el1_kind_loop:
         ldr     x1, =el1_stubs
-        add     x1, x1, x19, lsl #4     // stubs are 16 bytes apart: load, store, branch
-        msr     elr_el2, x1
+        add     x1, x1, x19, lsl #4     // stubs are 16 bytes apart: load, store, branch,
+        msr     elr_el2, x1             // EL0 branch
         mov     x1, #SPSR_EL1H
-        msr     spsr_el2, x1
+        cmp     x19, #3
+        b.ne    1f
+        mov     x1, #SPSR_EL0T
+1:      msr     spsr_el2, x1
         ldr     x0, [x28]
         mov     x1, #0
         isb
         eret                            // comes back through lower_sync, which branches to:
 el1_resume:
         add     x19, x19, #1
-        cmp     x19, #3
+        add     x1, x25, #2             // access kinds: 3 in mode 1, 4 in mode 2
+        cmp     x19, x1
         b.lo    el1_kind_loop
         mov     x19, #0
         add     x28, x28, #8
@@ -250,6 +270,9 @@ bad_config:
         b       exit_with
 bad_mode:
         mov     x19, #ST_BAD_MODE
+        b       write_and_exit
+bad_vm:                                 // a VM descriptor the probe refuses (RES_VM says which)
+        mov     x19, #ST_BAD_CFG
         b       write_and_exit
 
 // An exception taken at EL2 itself: nothing the probe expects. Report and stop.
@@ -341,7 +364,13 @@ el1_vectors:
         .endr
         hvc     #1                      // current EL with SPx, synchronous: report to EL2
         .balign 128
-        .rept   11                      // everything else: unexpected
+        .rept   3                       // current EL with SPx: IRQ, FIQ, SError
+        hvc     #2
+        .balign 128
+        .endr
+        hvc     #1                      // lower EL (EL0) AArch64, synchronous: report to EL2
+        .balign 128
+        .rept   7                       // everything else: unexpected
         hvc     #2
         .balign 128
         .endr
@@ -356,6 +385,9 @@ el1_stubs:                              // x0 = IPA (= VA, stage 1 is off)
         .balign 16
         br      x0                      // kind 2: execute (RAM is zero there: UDF at EL1)
         hvc     #3
+        .balign 16
+        br      x0                      // kind 3, at EL0: execute (UDF taken to EL1)
+        svc     #3                      // not reached (would report EC 0x15 from EL1)
         .balign 16
 
 // ---------------------------------------------------------------------------------------------
