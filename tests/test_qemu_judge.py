@@ -115,8 +115,11 @@ s2pt follows the Arm ARM in all three.
 Nothing else differs between s2pt and QEMU 7.2 in what is compared here (``test_out_of_range_ipas``:
 IPAs at or above ``2**ipa_bits`` fault at level 0 in both, as in the Arm ARM).
 
-Not judged here: address-size faults (the API cannot write an output address beyond
-``pa_bits``), HPFAR_EL2 on permission faults (UNKNOWN in the Arm ARM), stage-2 faults on a
+Address-size faults, which s2pt never writes, are judged on corrupted copies of the image
+(``test_address_size_faults_on_corrupted_images``): output and table addresses with bits at or
+above the PA size, and VTTBR_EL2 bases above it, against ``s2pt.translate_image``.
+
+Not judged here: HPFAR_EL2 on permission faults (UNKNOWN in the Arm ARM), stage-2 faults on a
 stage-1 walk (stage 1 is off), PAR_EL1.ATTR of real accesses (modes 1, 2). IPAs at or above
 2**52 are not probed: with stage 1 off they fault at stage 1 (address size, PAMax = 52 on
 ``-cpu max``) before stage 2 sees them. Modes 1 and 2 need no stack: their stubs use x0 and x1
@@ -228,6 +231,7 @@ class Vm:
     ipas: np.ndarray            # uint64
     label: str
     hcr: int = HCR_BASE         # HCR_EL2 while this VM is probed
+    vttbr: int | None = None    # VTTBR_EL2 if not pt.vttbr (a corrupted base)
 
     def __post_init__(self):
         assert bool(self.hcr & HCR_FWB) == self.pt.fwb, "HCR_EL2.FWB must match the VM's format"
@@ -249,8 +253,10 @@ def pool_image(pool: s2pt.PagePool) -> bytes:
     return pool.words[:end].tobytes()
 
 
-def launch(elf: Path, workdir: Path, pool: s2pt.PagePool, vms: list[Vm], mode: int):
-    """Run the probe over ``vms`` (all with tables in ``pool``). Returns (records per VM, secs)."""
+def launch(elf: Path, workdir: Path, pool: s2pt.PagePool, vms: list[Vm], mode: int,
+           image: bytes | None = None):
+    """Run the probe over ``vms`` (all with tables in ``pool``; ``image``: other contents for
+    the pool's RAM window, e.g. a corrupted copy). Returns (records per VM, secs)."""
     assert pool.base_pa == POOL_BASE and 0 < len(vms) <= MAX_VMS
     workdir.mkdir(parents=True, exist_ok=True)
     result = workdir / "result.bin"
@@ -268,14 +274,15 @@ def launch(elf: Path, workdir: Path, pool: s2pt.PagePool, vms: list[Vm], mode: i
     for i, vm in enumerate(vms):
         ipas = np.ascontiguousarray(vm.ipas, dtype=np.uint64)
         assert vm.hcr & HCR_BASE == HCR_BASE
-        struct.pack_into("<6Q", cfg, CFG_VMS + CFG_VM_SIZE * i, vm.pt.vtcr, vm.pt.vttbr,
+        vttbr = vm.pt.vttbr if vm.vttbr is None else vm.vttbr
+        struct.pack_into("<6Q", cfg, CFG_VMS + CFG_VM_SIZE * i, vm.pt.vtcr, vttbr,
                          ipas.size, addr, vm.hcr, 0)
         lists.append(ipas)
         addr += 8 * ipas.size
         total += ipas.size
     assert addr <= IPA_END, "too many IPAs for one launch"
     assert OUT_BASE + 8 * (RES_HDR_WORDS + total * per_ipa * rec_words) <= OUT_END
-    image = pool_image(pool)
+    image = pool_image(pool) if image is None else image
     assert POOL_BASE + len(image) <= POOL_END, "table image larger than its RAM window"
     (workdir / "cfg.bin").write_bytes(bytes(cfg))
     (workdir / "ipas.bin").write_bytes(b"".join(x.tobytes() for x in lists) or b"\0" * 8)
@@ -1152,3 +1159,87 @@ def test_out_of_range_ipas(probe_elf, tmp_path, granule):
     for vm, r in zip(vms1, recs1):
         compare_el1(vm, r, tally)
     assert not tally.bad, tally.report(tmp_path)
+
+
+@pytest.mark.parametrize("granule", GRANULES, ids=lambda g: f"{g // 1024}K")
+def test_address_size_faults_on_corrupted_images(probe_elf, tmp_path, granule):
+    """Descriptors s2pt never writes: in a copy of the image, leaf and table descriptors get an
+    address bit at or above the VM's PA size (VTCR_EL2.PS < 48 here), and some VMs a VTTBR_EL2
+    base above it. The Arm ARM: an output or next-level table address beyond the output size is
+    an address-size fault at the level of the descriptor that holds it, a base address beyond
+    it one at level 0. With a PA size below 52 bits, 64K descriptors' bits 15:12 (OA[51:48]
+    only with a 52-bit PA) are RES0 and ignored. ``s2pt.translate_image`` walks the corrupted
+    image; QEMU (PAR_EL1 after AT S12E1R/W) must agree exactly."""
+    rng = np.random.default_rng([SEED, granule, 3])
+    pool = pool_for(granule)
+    g = granule
+    built = []
+    for ipa_bits, pa_bits in ((32, 32), (34, 36), (36, 40), (40, 40), (42, 44), (44, 44)):
+        b = VmBuilder(rng, pool, granule, ipa_bits, pa_bits, int(rng.integers(1, 256)))
+        built.append((b.build(clusters=6), pa_bits))
+    clean = np.frombuffer(bytearray(pool_image(pool)), dtype=np.uint64)
+    words, leaf_only = clean.copy(), clean.copy()
+    vms, ntables, nleaves, nres0 = [], 0, 0, 0
+    for b, pa_bits in built:
+        leaves = list(b.pt.mappings())
+        pick = rng.choice(len(leaves), min(len(leaves), 40), replace=False)
+        for k in pick.tolist():
+            steps = b.pt.walk(leaves[k].ipa)
+            table = len(steps) > 1 and rng.random() < 0.3
+            step = steps[int(rng.integers(len(steps) - 1))] if table else steps[-1]
+            idx = (step.desc_pa - POOL_BASE) // 8
+            if g == 65536 and rng.random() < 0.25:     # RES0 bits 15:12: no effect at all
+                bit = np.uint64(1 << int(rng.integers(12, 16)))
+                words[idx] |= bit
+                leaf_only[idx] |= bit
+                nres0 += 1
+                continue
+            bit = np.uint64(1 << int(rng.integers(pa_bits, 48)))
+            words[idx] |= bit
+            if table:
+                ntables += 1
+            else:
+                leaf_only[idx] |= bit
+                nleaves += 1
+        ipas = np.concatenate([b.probe_ipas(n_random=300, leaves_cap=300),
+                               np.array([m.ipa for m in leaves], dtype=np.uint64)])
+        vms.append(Vm(b.pt, ipas, vm_label(b.pt, tag=" [corrupted image]")))
+        # the same tables behind a VTTBR_EL2 base above the PA size
+        bad_base = b.pt.vttbr | (1 << int(rng.integers(pa_bits, 48)))
+        vms.append(Vm(b.pt, ipas[:64], vm_label(b.pt, tag=" [VTTBR above PS]"), vttbr=bad_base))
+    recs, qemu_s = launch(probe_elf, tmp_path / "asz", pool, vms, mode=MODE_AT,
+                          image=words.tobytes())
+
+    def walk(image, vm, vttbr, ipa, access):
+        try:
+            return ("ok", s2pt.translate_image(image, POOL_BASE, vm.pt.vtcr, vttbr, ipa,
+                                               access).pa)
+        except s2pt.Stage2Fault as e:
+            return ("fault", e.fsc)
+
+    tally, levels, table_faults = Tally(), set(), 0
+    for vm, r in zip(vms, recs):
+        vttbr = vm.pt.vttbr if vm.vttbr is None else vm.vttbr
+        tally.ipas += vm.ipas.size
+        for col, access in ((0, Access.READ), (1, Access.WRITE)):
+            for i, ipa in enumerate(vm.ipas.tolist()):
+                want = walk(words, vm, vttbr, ipa, access)
+                if want[0] == "fault" and want[1] >> 2 == 0:
+                    levels.add(want[1] & 3)
+                if walk(leaf_only, vm, vttbr, ipa, access) != want:
+                    table_faults += 1              # a corrupted table entry on the way
+                par = int(r[i, 0, col])
+                got = (("fault", (par >> 1) & 0x3F) if par & 1 else
+                       ("ok", (par & PAR_PA) | (ipa & 0xFFF)))
+                tally.checks += 1
+                if got != want:
+                    tally.bad.append(f"  AT {access.name} IPA {ipa:#x} VTTBR {vttbr:#x}: "
+                                     f"s2pt {want}, QEMU {got} (PAR {par:#x}); "
+                                     f"{explain(vm, ipa)} (before the corruption)")
+    print(f"[qemu judge] address-size faults granule {g // 1024}K: {len(vms)} VMs, {nleaves} "
+          f"leaf, {ntables} table descriptors with an address beyond PS, {nres0} with RES0 "
+          f"bits 15:12; {tally.checks} accesses compared, {table_faults} stopped by a table "
+          f"descriptor (QEMU {qemu_s:.2f} s)")
+    assert not tally.bad, tally.report(tmp_path / "asz")
+    # level 0 (VTTBR bases), leaf levels and table levels
+    assert 0 in levels and len(levels) >= 3 and table_faults > 0, (sorted(levels), table_faults)

@@ -107,8 +107,9 @@ static int finish(struct s2pt_config *c, uint64_t vtcr_extra)
 		c->oa_hi_mask = 3ull << 8;
 		c->oa_hi_shift = 50 - 8;
 		c->leaf_sh = 0;
-	} else if (c->granule_shift == 16) {
-		/* 64K (FEAT_LPA): OA[51:48] in bits 15:12; zero while the PA size is <= 48. */
+	} else if (c->granule_shift == 16 && c->pa_bits == 52) {
+		/* 64K with a 52-bit output size (FEAT_LPA): OA[51:48] in bits 15:12 (RES0, and
+		 * ignored by the walk, for smaller PA sizes). */
 		c->oa_hi_mask = 0xfull << 12;
 		c->oa_hi_shift = 48 - 12;
 	}

@@ -374,3 +374,52 @@ int s2pt_owner(const struct s2pt_pgtable *pt, uint64_t ipa, uint32_t *owner)
 		*owner = (uint32_t)((last & S2PT_PTE_OWNER) >> S2PT_PTE_OWNER_SHIFT);
 	return 0;
 }
+
+int s2pt_translate_image(const void *image, uint64_t image_pa, uint64_t image_bytes,
+			 uint64_t vtcr, uint64_t vttbr, uint32_t flags, uint64_t ipa,
+			 uint32_t access, struct s2pt_translation *out, struct s2pt_fault *f)
+{
+	struct s2pt_pool pool;
+	struct s2pt_pgtable pt;
+	uint64_t gmask, baddr, root_bytes;
+	uint32_t vmid;
+	int ret;
+
+	if (!image || (flags & ~(S2PT_CONFIG_FWB | S2PT_CONFIG_XNX)))
+		return S2PT_EINVAL;
+	/* Without VTCR_EL2.VS the VMID is 8 bits and VTTBR[63:56] are RES0. */
+	vmid = (uint32_t)(vttbr >> 48) & ((vtcr & S2PT_VTCR_VS) ? 0xffffu : 0xffu);
+	memset(&pt, 0, sizeof(pt));
+	ret = s2pt_config_from_vtcr(&pt.cfg, vtcr, vmid, flags);
+	if (ret)
+		return ret;
+	gmask = (1ull << pt.cfg.granule_shift) - 1;
+	if ((image_pa | image_bytes) & gmask)
+		return S2PT_EALIGN;
+	if (!image_bytes || (image_bytes >> pt.cfg.granule_shift) > (1ull << 31) ||
+	    image_pa + image_bytes < image_pa)
+		return S2PT_ERANGE;
+	/* BADDR: bits 47:1 (bit 0 is CnP); with a 52-bit output size bits 5:2 hold PA[51:48]. */
+	baddr = vttbr & ((1ull << 48) - 2);
+	if (pt.cfg.pa_bits == 52)
+		baddr = (baddr & ~0x3full) | ((vttbr >> 2) & 0xfull) << 48;
+	root_bytes = pt.cfg.root_entries * 8;
+	if (baddr & ((root_bytes < 64 && pt.cfg.pa_bits == 52 ? 64 : root_bytes) - 1))
+		return S2PT_EALIGN;
+	if (baddr >> pt.cfg.pa_bits)
+		return fault(f, S2PT_FAULT_ADDRESS_SIZE, 0, ipa);
+	if (baddr < image_pa || baddr + root_bytes > image_pa + image_bytes)
+		return S2PT_ERANGE;
+	/* A read-only view: the walk below never writes through pool or pt. */
+	memset(&pool, 0, sizeof(pool));
+	pool.mem = (uint8_t *)(uintptr_t)image;
+	pool.base_pa = image_pa;
+	pool.granule_shift = pt.cfg.granule_shift;
+	pool.capacity = (uint32_t)(image_bytes >> pt.cfg.granule_shift);
+	pt.pool = &pool;
+	pt.root_pa = baddr;
+	pt.root = (uint64_t *)(pool.mem + (baddr - image_pa));
+	ret = s2pt_translate(&pt, ipa, access, out, f);
+	/* A table address outside the image: hardware would read memory the caller did not give. */
+	return ret == S2PT_EINVARIANT ? S2PT_ERANGE : ret;
+}

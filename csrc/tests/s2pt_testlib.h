@@ -47,6 +47,11 @@ int fx_pool(struct fx *f, uint32_t granule, uint32_t pages, uint64_t base_pa);
 /* Config (vmid 1) + pool + page table. Returns the first non-zero code. */
 int fx_init(struct fx *f, uint32_t ipa_bits, uint32_t granule, uint32_t pa_bits, uint32_t pages,
 	    uint64_t base_pa);
+/* fx_init() with s2pt_config_init() flags. */
+int fx_init_flags(struct fx *f, uint32_t ipa_bits, uint32_t granule, uint32_t pa_bits,
+		  uint32_t pages, uint64_t base_pa, uint32_t flags);
+/* Check one TLB event's kind, IPA, size and level hint. */
+void check_tlbi(const struct s2pt_tlbi *e, int kind, uint64_t ipa, uint64_t size, int level);
 /* Attach f->events as the TLBI log (capacity cap <= 256) and clear it. */
 void fx_log(struct fx *f, uint32_t cap);
 void fx_fini(struct fx *f);

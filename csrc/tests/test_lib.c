@@ -23,8 +23,14 @@ int fx_pool(struct fx *f, uint32_t granule, uint32_t pages, uint64_t base_pa)
 int fx_init(struct fx *f, uint32_t ipa_bits, uint32_t granule, uint32_t pa_bits, uint32_t pages,
 	    uint64_t base_pa)
 {
+	return fx_init_flags(f, ipa_bits, granule, pa_bits, pages, base_pa, 0);
+}
+
+int fx_init_flags(struct fx *f, uint32_t ipa_bits, uint32_t granule, uint32_t pa_bits,
+		  uint32_t pages, uint64_t base_pa, uint32_t flags)
+{
 	struct s2pt_config cfg;
-	int ret = s2pt_config_init(&cfg, ipa_bits, granule, pa_bits, 1, 0);
+	int ret = s2pt_config_init(&cfg, ipa_bits, granule, pa_bits, 1, flags);
 
 	if (ret) {
 		memset(f, 0, sizeof(*f));
@@ -258,4 +264,12 @@ uint64_t rng_next(uint64_t *state)
 uint64_t rng_below(uint64_t *state, uint64_t n)
 {
 	return n ? rng_next(state) % n : 0;
+}
+
+void check_tlbi(const struct s2pt_tlbi *e, int kind, uint64_t ipa, uint64_t size, int level)
+{
+	CHECK_EQ(e->kind, kind);
+	CHECK_EQ(e->ipa, ipa);
+	CHECK_EQ(e->size, size);
+	CHECK_EQ(e->level, level);
 }

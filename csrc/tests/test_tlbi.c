@@ -22,14 +22,6 @@ static int covers(const struct fx *f, uint64_t ipa)
 	return 0;
 }
 
-static void check_event(const struct s2pt_tlbi *e, int kind, uint64_t ipa, uint64_t size, int level)
-{
-	CHECK_EQ(e->kind, kind);
-	CHECK_EQ(e->ipa, ipa);
-	CHECK_EQ(e->size, size);
-	CHECK_EQ(e->level, level);
-}
-
 TEST(tlbi_unmap_valid_page)
 {
 	struct fx f;
@@ -39,7 +31,7 @@ TEST(tlbi_unmap_valid_page)
 	fx_log(&f, 16);
 	REQUIRE_EQ(s2pt_unmap(&f.pt, GiB(2) + KiB(4), KiB(4), NULL), 0);
 	REQUIRE_EQ(f.log.count, 1);
-	check_event(&f.events[0], S2PT_TLBI_IPA, GiB(2) + KiB(4), KiB(4), 3);
+	check_tlbi(&f.events[0], S2PT_TLBI_IPA, GiB(2) + KiB(4), KiB(4), 3);
 	CHECK_EQ(f.log.overflowed, 0);
 	/* Unmapping a hole: nothing was cached, no event. */
 	REQUIRE_EQ(s2pt_unmap(&f.pt, GiB(2) + KiB(4), KiB(4), NULL), 0);
@@ -57,9 +49,9 @@ TEST(tlbi_freed_tables)
 	REQUIRE_EQ(s2pt_unmap(&f.pt, GiB(2) + MiB(4) + KiB(12), KiB(4), NULL), 0);
 	/* The page, then the level-3 table (a level-2 entry, 2 MiB), then the level-2 table. */
 	REQUIRE_EQ(f.log.count, 3);
-	check_event(&f.events[0], S2PT_TLBI_IPA, GiB(2) + MiB(4) + KiB(12), KiB(4), 3);
-	check_event(&f.events[1], S2PT_TLBI_IPA, GiB(2) + MiB(4), MiB(2), S2PT_TLBI_LEVEL_UNKNOWN);
-	check_event(&f.events[2], S2PT_TLBI_IPA, GiB(2), GiB(1), S2PT_TLBI_LEVEL_UNKNOWN);
+	check_tlbi(&f.events[0], S2PT_TLBI_IPA, GiB(2) + MiB(4) + KiB(12), KiB(4), 3);
+	check_tlbi(&f.events[1], S2PT_TLBI_IPA, GiB(2) + MiB(4), MiB(2), S2PT_TLBI_LEVEL_UNKNOWN);
+	check_tlbi(&f.events[2], S2PT_TLBI_IPA, GiB(2), GiB(1), S2PT_TLBI_LEVEL_UNKNOWN);
 	CHECK_EQ(f.pt.table_pages, 2);
 	fx_fini(&f);
 }
@@ -81,11 +73,11 @@ TEST(tlbi_map_replace_identical_and_new)
 	/* Replacing a valid leaf: one IPA event with the leaf level. */
 	REQUIRE_EQ(s2pt_map(&f.pt, GiB(2) + KiB(4), GiB(5), KiB(4), RW, NORMAL, 0), 0);
 	REQUIRE_EQ(f.log.count, 1);
-	check_event(&f.events[0], S2PT_TLBI_IPA, GiB(2) + KiB(4), KiB(4), 3);
+	check_tlbi(&f.events[0], S2PT_TLBI_IPA, GiB(2) + KiB(4), KiB(4), 3);
 	/* Different attributes only (AF): still a change. */
 	REQUIRE_EQ(s2pt_map(&f.pt, GiB(3), GiB(4), GiB(1), RW, NORMAL, S2PT_MAP_NO_AF), 0);
 	REQUIRE_EQ(f.log.count, 2);
-	check_event(&f.events[1], S2PT_TLBI_IPA, GiB(3), GiB(1), 1);
+	check_tlbi(&f.events[1], S2PT_TLBI_IPA, GiB(3), GiB(1), 1);
 	fx_fini(&f);
 }
 
@@ -100,8 +92,8 @@ TEST(tlbi_protect)
 	CHECK_EQ(f.log.count, 0);
 	REQUIRE_EQ(s2pt_protect(&f.pt, GiB(2), KiB(16), S2PT_PROT_R), 0);
 	REQUIRE_EQ(f.log.count, 2);
-	check_event(&f.events[0], S2PT_TLBI_IPA, GiB(2), KiB(4), 3);
-	check_event(&f.events[1], S2PT_TLBI_IPA, GiB(2) + KiB(4), KiB(4), 3);
+	check_tlbi(&f.events[0], S2PT_TLBI_IPA, GiB(2), KiB(4), 3);
+	check_tlbi(&f.events[1], S2PT_TLBI_IPA, GiB(2) + KiB(4), KiB(4), 3);
 	fx_fini(&f);
 }
 
@@ -162,7 +154,7 @@ TEST(tlbi_destroy_vmid_event)
 	fx_log(&f, 16);
 	s2pt_pgtable_destroy(&f.pt);
 	REQUIRE(f.log.count >= 1);
-	check_event(&f.events[f.log.count - 1], S2PT_TLBI_VMID, 0, 0, S2PT_TLBI_LEVEL_UNKNOWN);
+	check_tlbi(&f.events[f.log.count - 1], S2PT_TLBI_VMID, 0, 0, S2PT_TLBI_LEVEL_UNKNOWN);
 	CHECK_EQ(f.pool.used, 0);
 	fx_fini(&f);
 }
@@ -188,7 +180,7 @@ TEST(set_af_in_place_and_events)
 	CHECK_EQ(sw_desc(&f.pt, GiB(2), 3), a_leaf(GiB(4), 3, RW, NORMAL, 0));
 	CHECK_EQ(sw_desc(&f.pt, GiB(2) + KiB(4), 3), a_leaf(GiB(5), 3, RW, NORMAL, 0));
 	REQUIRE_EQ(f.log.count, 1);
-	check_event(&f.events[0], S2PT_TLBI_IPA, GiB(2) + KiB(4), KiB(4), 3);
+	check_tlbi(&f.events[0], S2PT_TLBI_IPA, GiB(2) + KiB(4), KiB(4), 3);
 	CHECK_EQ(s2pt_translate(&f.pt, GiB(2) + KiB(4), S2PT_ACCESS_READ, &t, &flt), S2PT_EFAULT);
 	CHECK_EQ(flt.kind, S2PT_FAULT_ACCESS_FLAG);
 	CHECK_EQ(flt.fsc, 0x0B);
@@ -207,7 +199,7 @@ TEST(set_af_in_place_and_events)
 	CHECK_EQ(f.pt.table_pages, pages);
 	CHECK_EQ(rd_desc(&f.pool, f.pt.root_pa, 3), a_leaf(GiB(6), 1, RW, NORMAL, 0));
 	REQUIRE_EQ(f.log.count, 1);
-	check_event(&f.events[0], S2PT_TLBI_IPA, GiB(3), GiB(1), 1);
+	check_tlbi(&f.events[0], S2PT_TLBI_IPA, GiB(3), GiB(1), 1);
 
 	/* Errors change nothing. */
 	{

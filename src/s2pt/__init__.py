@@ -27,6 +27,7 @@ from ._core import (
     PagePool,
     Stage2,
     Stage2Config,
+    translate_image,
 )
 from ._types import FSC_NONE, Access, FaultKind, Mapping, MemAttr, Prot, Translation, WalkStep
 from ._version import __version__
@@ -50,6 +51,7 @@ __all__ = [
     "Stage2",
     "Stage2Config",
     "PagePool",
+    "translate_image",
     "Prot",
     "Access",
     "MemAttr",

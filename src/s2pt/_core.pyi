@@ -26,6 +26,18 @@ TLBI_OVERFLOW: int
 #: ipa u64, size u64, kind i32, level i32, reason u32, bbm u32 (struct s2pt_tlbi)
 TLBI_DTYPE: np.dtype
 
+def translate_image(
+    image: npt.ArrayLike,
+    image_pa: int,
+    vtcr: int,
+    vttbr: int,
+    ipa: int,
+    access: Access | int = ...,
+    *,
+    fwb: bool = False,
+    xnx: bool = False,
+) -> Translation: ...
+
 class Stage2Config:
     """Geometry and control-register values of one VM, computed as KVM does."""
 

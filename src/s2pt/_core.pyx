@@ -346,6 +346,45 @@ cdef class Stage2Config:
                 f"vtcr={self.vtcr:#x})")
 
 
+# ---- walking any memory image ---------------------------------------------------------------
+
+def translate_image(image, image_pa, vtcr, vttbr, ipa, access=Access.READ, *, fwb=False,
+                    xnx=False):
+    """The stage-2 walk hardware does over any memory image, with the rules of
+    :meth:`Stage2.translate`: for emulators, and for fuzzing descriptors s2pt would never
+    write (a copy of ``pool.words`` with bits changed).
+
+    ``image`` is a C-contiguous uint64 array (for example ``pool.words.copy()``) holding the
+    tables, its first word at PA ``image_pa``; ``vtcr`` and ``vttbr`` are the registers
+    (``fwb``/``xnx`` are not in VTCR). Returns a :class:`Translation` or raises
+    :class:`Stage2Fault`, including address-size faults: an output or table address at or
+    above the PA size faults at the descriptor's level, a VTTBR base above it at level 0.
+    Raises RangeError when the walk needs a table outside the image, ConfigError for a bad
+    VTCR, AlignmentError for a misaligned BADDR or image.
+    """
+    cdef const uint64_t[::1] words = _u64_array(image, "image")
+    cdef uint64_t base = _u64(image_pa, "image_pa"), v = _u64(vtcr, "vtcr")
+    cdef uint64_t t = _u64(vttbr, "vttbr"), i = _u64(ipa, "ipa")
+    cdef uint32_t acc = _u32(access, "access")
+    cdef s2pt_translation out
+    cdef s2pt_fault f
+    cdef int rc
+    if words.shape[0] == 0:
+        raise RangeError("image is empty")
+    rc = s2pt_translate_image(&words[0], base, <uint64_t>words.shape[0] * 8, v, t,
+                              _flags(fwb, xnx, True), i, acc, &out, &f)
+    if rc == 0:
+        return Translation(out.pa, out.level, out.size, _PROT[out.prot],
+                           _MEMATTR[out.memattr], bool(out.af), out.pte, out.sw)
+    if rc == S2PT_EFAULT:
+        raise Stage2Fault(f.kind, f.level, f.fsc, f.ipa)
+    if rc == S2PT_EINVAL:
+        raise InvalidArgumentError(f"access={access!r} must be an Access")
+    if rc == S2PT_ECONFIG:
+        raise ConfigError(f"VTCR_EL2 value {v:#x} is not a valid stage-2 configuration")
+    _raise(rc, f"image at PA {base:#x}, {words.shape[0] * 8:#x} bytes; VTTBR_EL2 {t:#x}")
+
+
 # ---- pool ---------------------------------------------------------------------------------
 
 cdef class PagePool:

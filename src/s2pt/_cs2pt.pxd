@@ -162,6 +162,9 @@ cdef extern from "s2pt/s2pt.h" nogil:
                        s2pt_translation *out, s2pt_fault *fault)
     int s2pt_lookup(const s2pt_pgtable *pt, uint64_t ipa, s2pt_translation *out,
                     s2pt_fault *fault)
+    int s2pt_translate_image(const void *image, uint64_t image_pa, uint64_t image_bytes,
+                             uint64_t vtcr, uint64_t vttbr, uint32_t flags, uint64_t ipa,
+                             uint32_t access, s2pt_translation *out, s2pt_fault *fault)
     int64_t s2pt_translate_many(const s2pt_pgtable *pt, const uint64_t *ipas, size_t n,
                                 uint32_t access, uint64_t *pa_out, uint8_t *fsc_out) nogil
 

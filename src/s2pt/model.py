@@ -555,6 +555,7 @@ class ReferenceStage2:
         if self._lpa2:  # OA[49:g] in place, OA[51:50] in bits 9:8; no SH field
             pte = (pa & ((1 << 50) - 1)) | ((pa >> 50) & 3) << 8
         elif self._granule == 1 << 16:  # 64K: OA[47:16] in place, OA[51:48] in bits 15:12
+            # (zero unless the PA size is 52 bits)
             pte = (pa & ((1 << 48) - 1)) | ((pa >> 48) & 0xF) << 12 | _DESC_SH_INNER
         else:
             pte = pa | _DESC_SH_INNER

@@ -630,6 +630,30 @@ int s2pt_lookup(const struct s2pt_pgtable *pt, uint64_t ipa, struct s2pt_transla
 		struct s2pt_fault *fault);
 
 /**
+ * s2pt_translate_image() - the stage-2 walk hardware does over any memory image: tables that
+ * s2pt did not write (a copy of a pool with descriptors changed, an emulator's RAM), read
+ * with the same rules as s2pt_translate(). Meant for emulators and fuzzers; the image is
+ * only read.
+ * @image, @image_pa, @image_bytes: the memory holding the tables: @image_bytes bytes at PA
+ *          @image_pa (both granule multiples).
+ * @vtcr:   VTCR_EL2, validated as by s2pt_config_from_vtcr() (@flags: FWB / XNX decoding).
+ * @vttbr:  VTTBR_EL2: BADDR (bits 47:1; with a 52-bit PA size bits 5:2 are PA[51:48]),
+ *          VMID in 63:48 (8 bits without VTCR_EL2.VS). BADDR must be aligned to the root
+ *          table's size (at least 64 bytes with a 52-bit PA).
+ *
+ * A root or next-level table address at or above 2^pa_bits is an address-size fault: at
+ * level 0 for VTTBR's (as QEMU reports it, citing the pseudocode), at the descriptor's level
+ * for a table descriptor's; an output address beyond it likewise at the leaf's level.
+ *
+ * Return: 0, S2PT_EFAULT (@fault filled), S2PT_ECONFIG (@vtcr), S2PT_EALIGN (BADDR or the
+ * image's PA / size not aligned), S2PT_EINVAL (NULL image, bad access or @flags),
+ * S2PT_ERANGE (the walk needs a table that lies outside the image).
+ */
+int s2pt_translate_image(const void *image, uint64_t image_pa, uint64_t image_bytes,
+			 uint64_t vtcr, uint64_t vttbr, uint32_t flags, uint64_t ipa,
+			 uint32_t access, struct s2pt_translation *out, struct s2pt_fault *fault);
+
+/**
  * s2pt_translate_many() - s2pt_translate() over an array, in one C loop.
  * @pa_out:  output address per IPA (0 where it faulted).
  * @fsc_out: S2PT_FSC_NONE on success, else the fault status code.
