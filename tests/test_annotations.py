@@ -49,19 +49,21 @@ def test_owner_bits_fault_and_refcount(owner):
     pt.check()
 
 
-def test_block_level_annotations_and_partial_clears():
+def test_pages_only_like_kvm_force_pte():
+    """KVM's set_owner maps with force_pte: one level-3 entry per page, even for a range that
+    covers whole blocks; a valid block covered in part is split and the rest stays mapped."""
     pt = vm()
-    pt.set_owner(GiB, GiB + 2 * MiB + 4 * KiB, 3)              # 1 GiB + 2 MiB + one page
-    assert [s.level for s in pt.walk(GiB)] == [1]                # one level-1 entry
-    assert pt.walk(GiB)[-1].desc == 3 << 2
-    assert [s.level for s in pt.walk(2 * GiB)] == [1, 2]
-    assert [s.level for s in pt.walk(2 * GiB + 2 * MiB)] == [1, 2, 3]
-    assert pt.stats()["annotated_bytes"] == GiB + 2 * MiB + 4 * KiB
-    pt.unmap(GiB + 4 * KiB, 4 * KiB)                             # splits 1 GiB -> 2 MiB -> 4K
-    assert pt.owner(GiB) == 3 and pt.owner(GiB + 4 * KiB) == 0 and pt.owner(GiB + 8 * KiB) == 3
-    assert pt.owner(GiB + 4 * MiB) == 3 and pt.walk(GiB + 4 * MiB)[-1].level == 2
-    assert pt.stats()["annotated_bytes"] == GiB + 2 * MiB
-    assert events(pt) == []                                      # nothing was ever valid
+    pt.map(GiB, 0x4000_0000, 2 * MiB)                            # a valid 2 MiB block
+    pt.set_owner(GiB + 4 * KiB, 2 * MiB, 3)                      # half in it, half beyond
+    for ipa in (GiB + 4 * KiB, GiB + 2 * MiB, GiB + 2 * MiB + 4 * KiB - 8):
+        steps = pt.walk(ipa)
+        assert [s.level for s in steps] == [1, 2, 3] and steps[-1].desc == 3 << 2
+    assert pt.translate(GiB + 8).pa == 0x4000_0008              # the rest of the block
+    assert pt.stats()["annotated_bytes"] == 2 * MiB
+    assert pt.stats()["leaves_by_level"] == {1: 0, 2: 0, 3: 1}
+    pt.unmap(GiB + 8 * KiB, 4 * KiB)
+    assert pt.owner(GiB + 4 * KiB) == 3 and pt.owner(GiB + 8 * KiB) == 0
+    assert pt.stats()["annotated_bytes"] == 2 * MiB - 4 * KiB
     pt.check()
 
 
@@ -71,12 +73,13 @@ def test_set_owner_over_mappings_and_map_over_annotations():
     pt.map(2 * MiB, 0x8000_0000, 4 * KiB)                        # a page
     events(pt)
     pt.set_owner(0, 2 * MiB + 4 * KiB, 9)
-    assert events(pt) == [(s2pt.TLBI_IPA, 0, 2, s2pt.TLBI_UNMAP),
+    # KVM (force_pte) breaks the block into a table (IPA + block level), and removes the page
+    assert events(pt) == [(s2pt.TLBI_IPA, 0, 2, s2pt.TLBI_SPLIT),
                           (s2pt.TLBI_IPA, 2 * MiB, 3, s2pt.TLBI_UNMAP)]
     assert pt.walk(0)[-1].desc == 9 << 2 and pt.owner(2 * MiB) == 9
     pt.set_owner(0, 2 * MiB + 4 * KiB, 9)                        # identical: nothing at all
     assert events(pt) == []
-    pt.map(4 * KiB, 0x9000_0000, 4 * KiB)                        # part of the 2 MiB annotation
+    pt.map(4 * KiB, 0x9000_0000, 4 * KiB)                        # over one annotated page
     assert events(pt) == []
     assert pt.owner(0) == 9 and pt.translate(4 * KiB).pa == 0x9000_0000
     pt.protect(0, 4 * MiB, Prot.R)                               # annotations are not leaves
@@ -106,13 +109,14 @@ def test_set_owner_is_atomic_on_pool_exhaustion():
     with pytest.raises(s2pt.PoolExhaustedError):
         pt.set_owner(4 * KiB, 4 * KiB, 1)                        # needs a level-2 and a level-3
     assert (pool.words == before).all() and pool.used == 2
-    pt.set_owner(2 * MiB, 2 * MiB, 1)                            # one level-2 table: fits
-    assert pool.used == 3
+    exact = s2pt.Stage2(pool=s2pt.PagePool(4))                   # 2 roots + exactly 2 tables
+    exact.set_owner(4 * KiB, 4 * KiB, 1)
+    assert exact.pool.used == 4 and exact.owner(4 * KiB) == 1
 
 
 def test_model_agrees_on_a_sequence():
     ops = [("map", 0, 0x4000_0000, 4 * MiB), ("set_owner", 2 * MiB - 8 * KiB, 16 * KiB, 4),
-           ("set_owner", GiB, GiB, 5), ("unmap", GiB + 2 * MiB, 4 * KiB),
+           ("set_owner", GiB, 4 * MiB, 5), ("unmap", GiB + 2 * MiB, 4 * KiB),
            ("map", GiB + 4 * MiB, 0x8000_0000, 2 * MiB), ("set_owner", 0, 8 * KiB, 6),
            ("unmap", 0, 4 * MiB)]
     pt, m = vm(), ReferenceStage2()

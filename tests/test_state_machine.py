@@ -340,6 +340,7 @@ class Stage2Differential(RuleBasedStateMachine):
     def set_owner(self, data, owner):
         """Owner annotations (invalid entries that count in the refcount); 0 and 256 are bad."""
         ipa, size = data.draw(ranges(self.GEO), label="range")
+        size = min(size, self.GEO.page_limit)  # one entry per page (KVM's force_pte)
         self.note_range(ipa, size)
         self.both(lambda vm: vm.set_owner(ipa, size, owner))
 

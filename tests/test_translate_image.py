@@ -104,5 +104,30 @@ def test_bad_arguments():
         s2pt.translate_image(image.astype(np.int64), pool.base_pa, pt.vtcr, pt.vttbr, 0)
     with pytest.raises(s2pt.RangeError):
         s2pt.translate_image(image[:0], pool.base_pa, pt.vtcr, pt.vttbr, 0)
-    assert leaf.table_pa >= pool.base_pa                        # the image was only read
-    assert pt.translate(8).pa == 0x1008
+    assert leaf.level == 3 and pt.translate(8).pa == 0x1008
+
+
+def test_foreign_bits_read_as_hardware_reads_them():
+    """Bit 53 is XN[0] only with FEAT_XNX (RES0, ignored, without it); an FWB MemAttr field
+    other than 0b00xx / 0b0101 / 0b0110 / 0b0111 is reserved and reported as such; the image
+    is only read."""
+    pool = s2pt.PagePool(8)
+    pt = s2pt.Stage2(pool=pool, fwb=True)
+    pt.map(0, 0x1000, 4 * KiB, Prot.RX)
+    image = image_of(pt)
+    idx = (pt.walk(0)[-1].desc_pa - pool.base_pa) // 8
+    image[idx] |= 1 << 53                                   # XN[1:0] = 0b01: EL0 only (XNX)
+    before = image.copy()
+    args = (image, pool.base_pa, pt.vtcr, pt.vttbr, 8)
+    plain = s2pt.translate_image(*args, Access.EXEC, fwb=True)
+    assert plain.prot == Prot.RX and plain.pa == 0x1008     # without XNX: executable at EL1
+    with pytest.raises(s2pt.Stage2Fault) as info:
+        s2pt.translate_image(*args, Access.EXEC, fwb=True, xnx=True)
+    assert (info.value.kind, info.value.fsc) == (FaultKind.PERMISSION, 0b001111)
+    assert s2pt.translate_image(*args, Access.EXEC_EL0, fwb=True, xnx=True).prot == Prot.R | Prot.UX
+    for field, want in ((0x6, s2pt.MemAttr.NORMAL), (0x7, s2pt.MemAttr.STAGE1),
+                        (0xF, s2pt.MemAttr.RESERVED | 0xF), (0x4, s2pt.MemAttr.RESERVED | 0x4)):
+        image[idx] = (image[idx] & ~np.uint64(0xF << 2)) | np.uint64(field << 2)
+        assert s2pt.translate_image(*args, fwb=True).memattr == want
+        before[idx] = image[idx]
+    assert (image == before).all()

@@ -67,8 +67,8 @@ static int leaves_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	leaf->pa = s2pt_pte_addr(&pt->cfg, ctx->old) & ~(leaf->size - 1);
 	leaf->pte = ctx->old;
 	leaf->level = ctx->level;
-	leaf->prot = s2pt_pte_prot(ctx->old);
-	leaf->memattr = (uint32_t)s2pt_memattr_name(&pt->cfg, s2pt_pte_memattr_field(ctx->old));
+	leaf->prot = s2pt_pte_prot(&pt->cfg, ctx->old);
+	leaf->memattr = s2pt_memattr_decode(&pt->cfg, s2pt_pte_memattr_field(ctx->old));
 	leaf->af = !!(ctx->old & S2PT_PTE_AF);
 	leaf->sw = s2pt_pte_sw(ctx->old);
 	return 0;
@@ -168,9 +168,8 @@ static int check_table(struct checker *c, uint32_t index, uint64_t nentries, int
 			return fail(c, "entry %llu of root page %#llx lies beyond the IPA space",
 				    (unsigned long long)i, (unsigned long long)page_pa);
 		if (!s2pt_pte_valid(pte)) {
-			/* Only owner annotations, where s2pt_set_owner() can put them. */
-			if ((pte & ~S2PT_PTE_OWNER) ||
-			    (level < 3 && level < cfg->min_block_level))
+			/* Only owner annotations, at the last level where s2pt_set_owner() puts them. */
+			if ((pte & ~S2PT_PTE_OWNER) || level != 3)
 				return fail(c, "invalid entry %#llx at IPA %#llx level %d is not an "
 					    "owner annotation", (unsigned long long)pte,
 					    (unsigned long long)ipa, level);

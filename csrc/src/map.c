@@ -9,7 +9,7 @@ struct map_args {
 	uint64_t pa;    /* output address of ipa (= ipa for annotations: no alignment limit) */
 	uint64_t attrs; /* leaf attribute bits (no address, no type); annotations: the entry */
 	int blocks;
-	int annotate;   /* write invalid owner entries (s2pt_set_owner) instead of leaves */
+	int annotate;   /* write invalid owner entries (s2pt_set_owner) instead of pages */
 };
 
 static inline uint64_t pa_for(const struct map_args *m, uint64_t ipa)
@@ -37,7 +37,7 @@ static inline int leaf_allowed(const struct s2pt_pgtable *pt, const struct map_a
 	       !((m->pa - m->ipa) & (s2pt__span(&pt->cfg, level) - 1));
 }
 
-/* The block (or block-level annotation) at this entry already is what the request asks. */
+/* The block at this entry already is what the request asks (annotations: blocks == 0). */
 static inline int block_identical(const struct s2pt_pgtable *pt, const struct map_args *m,
 				  uint64_t pte, uint64_t entry_ipa)
 {
@@ -133,9 +133,8 @@ static uint64_t need_split(const struct s2pt_pgtable *pt, int level, uint64_t a,
 
 /*
  * Pages unmap or protect need: only blocks that the range covers in part are split, and only
- * the entries at the two ends of the range can be such blocks. @keep_prot < 0 (unmap): valid
- * blocks and block-level annotations split. @keep_prot >= 0 (protect): only valid blocks
- * whose permissions differ.
+ * the entries at the two ends of the range can be such blocks. @keep_prot >= 0 (protect):
+ * blocks that already have these permissions are left whole.
  */
 static uint64_t need_edges(const struct s2pt_pgtable *pt, const uint64_t *table, uint64_t nentries,
 			   int level, uint64_t a, uint64_t b, int64_t keep_prot)
@@ -160,8 +159,8 @@ static uint64_t need_edges(const struct s2pt_pgtable *pt, const uint64_t *table,
 		if (s2pt_pte_is_table(pte, level))
 			n += need_edges(pt, s2pt__child(pt, pte), 1ull << pt->cfg.stride, level + 1, ea,
 					eb, keep_prot);
-		else if (keep_prot < 0 ? pte != 0
-					: s2pt_pte_valid(pte) && s2pt_pte_prot(pte) != (uint32_t)keep_prot)
+		else if (s2pt_pte_valid(pte) &&
+			 (keep_prot < 0 || s2pt_pte_prot(&pt->cfg, pte) != (uint32_t)keep_prot))
 			n += 1 + need_split(pt, level + 1, ea, eb);
 	}
 	return n;
@@ -211,10 +210,9 @@ static int walk_reserved(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, u
 
 /*
  * Replace the block at ctx->ptep by a table. With @keep, the table holds the block's mapping
- * as next-level leaves (same attributes, consecutive output addresses), or a block-level
- * annotation's owner in every entry, so the part outside the range stays as it was; without
- * it the table starts empty (the range covers the whole block and rewrites it). A valid block
- * is invalidated first (break-before-make).
+ * as next-level leaves (same attributes, consecutive output addresses), so the part of the
+ * block outside the range stays mapped; without it the table starts empty (the range covers
+ * the whole block and rewrites it). The old block is invalidated first (break-before-make).
  */
 static int split_block(const struct s2pt_walk_ctx *ctx, int keep)
 {
@@ -236,11 +234,6 @@ static int split_block(const struct s2pt_walk_ctx *ctx, int keep)
 
 		for (uint64_t i = 0; i < nentries; i++)
 			child[i] = s2pt_leaf_pte(cfg, pa + i * step, attrs, ctx->level + 1);
-		pt->pool->refcount[index] += (uint32_t)nentries;
-		pt->pool->hint[index] = ~0ull;
-	} else if (keep && ctx->old) {
-		for (uint64_t i = 0; i < nentries; i++)
-			child[i] = ctx->old;
 		pt->pool->refcount[index] += (uint32_t)nentries;
 		pt->pool->hint[index] = ~0ull;
 	}
@@ -340,13 +333,12 @@ static int map_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 
 			if (ret)
 				return ret;
-			uint32_t why = m->annotate ? S2PT_TLBI_UNMAP : S2PT_TLBI_COALESCE;
-
 			if (pt->cfg.flags & S2PT_CONFIG_NO_TLBIRANGE)
-				s2pt__tlbi(pt, S2PT_TLBI_VMID, 0, 0, S2PT_TLBI_LEVEL_UNKNOWN, why);
+				s2pt__tlbi(pt, S2PT_TLBI_VMID, 0, 0, S2PT_TLBI_LEVEL_UNKNOWN,
+					   S2PT_TLBI_COALESCE);
 			else
 				s2pt__tlbi(pt, S2PT_TLBI_RANGE, ctx->addr, span,
-					   S2PT_TLBI_LEVEL_UNKNOWN, why);
+					   S2PT_TLBI_LEVEL_UNKNOWN, S2PT_TLBI_COALESCE);
 		} else if (ctx->old == pte) {
 			return 0; /* already exactly this: no write, no event */
 		} else {
@@ -453,9 +445,9 @@ static int map_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_
 
 int s2pt_set_owner(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t owner)
 {
-	/* ipa doubles as the "output address": the alignment rule for blocks then always holds,
-	 * and KVM places annotations at any block level the range covers. */
-	struct map_args m = {.ipa = ipa, .pa = ipa, .blocks = 1, .annotate = 1};
+	/* Page-level entries only, as KVM's set_owner (force_pte): no blocks, so no coalescing
+	 * and no partial annotation to split later. */
+	struct map_args m = {.ipa = ipa, .pa = ipa, .blocks = 0, .annotate = 1};
 	int ret;
 
 	if (pt->destroyed)
@@ -591,8 +583,8 @@ static int unmap_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 		s2pt__set_pte(pt, ctx->ptep, 0);
 		return 0;
 	}
-	/* A block (or block-level annotation) covered in part: keep the rest, then descend. */
-	return split_block(ctx, 1);
+	/* A block covered in part: keep the rest as next-level leaves, then descend. */
+	return s2pt_pte_valid(ctx->old) ? split_block(ctx, 1) : 0;
 }
 
 static int unmap_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *unmapped)
@@ -696,8 +688,8 @@ static int device_exec_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 		uint64_t pte = ctx->ptep[i];
 
 		if (s2pt_pte_valid(pte) &&
-		    s2pt_memattr_name(&ctx->pt->cfg, s2pt_pte_memattr_field(pte)) <=
-			    (int)S2PT_MEMATTR_DEVICE_GRE)
+		    s2pt_memattr_is_device(
+			    s2pt_memattr_decode(&ctx->pt->cfg, s2pt_pte_memattr_field(pte))))
 			return S2PT_EINVAL;
 	}
 	return 0;

@@ -117,22 +117,20 @@ static inline void fill(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pt
 {
 	uint64_t span = s2pt__span(&pt->cfg, level);
 
-	int memattr = s2pt_memattr_name(&pt->cfg, s2pt_pte_memattr_field(pte));
-
 	out->size = span;
 	out->pa = (s2pt_pte_addr(&pt->cfg, pte) & ~(span - 1)) | (ipa & (span - 1));
 	out->level = level;
-	out->prot = s2pt_pte_prot(pte);
-	/* s2pt never writes a reserved encoding; report the raw field if one is found. */
-	out->memattr = memattr < 0 ? s2pt_pte_memattr_field(pte) : (uint32_t)memattr;
+	out->prot = s2pt_pte_prot(&pt->cfg, pte);
+	out->memattr = s2pt_memattr_decode(&pt->cfg, s2pt_pte_memattr_field(pte));
 	out->af = !!(pte & S2PT_PTE_AF);
 	out->sw = s2pt_pte_sw(pte);
 	out->pte = pte;
 }
 
 /* Access flag before permission, as the architecture orders the leaf checks. */
-static inline int check_access(uint64_t pte, uint32_t access)
+static inline int check_access(const struct s2pt_config *cfg, uint64_t pte, uint32_t access)
 {
+	pte &= ~S2PT_PTE_XN_MASK | s2pt_xn_read_mask(cfg);
 	if (!(pte & S2PT_PTE_AF))
 		return S2PT_FAULT_ACCESS_FLAG;
 	switch (access) {
@@ -163,7 +161,7 @@ int s2pt_translate(const struct s2pt_pgtable *pt, uint64_t ipa, uint32_t access,
 	ret = walk_one(pt, ipa, &pte, &level, f, NULL, NULL);
 	if (ret)
 		return ret;
-	kind = check_access(pte, access);
+	kind = check_access(&pt->cfg, pte, access);
 	if (kind)
 		return fault(f, (uint32_t)kind, level, ipa);
 	fill(pt, ipa, pte, level, out);
@@ -192,7 +190,7 @@ int s2pt_lookup(const struct s2pt_pgtable *pt, uint64_t ipa, struct s2pt_transla
 static inline int64_t put(const struct s2pt_pgtable *pt, size_t i, uint64_t ipa, uint64_t pte,
 			  int level, uint32_t access, uint64_t *pa_out, uint8_t *fsc_out)
 {
-	uint32_t kind = (uint32_t)check_access(pte, access);
+	uint32_t kind = (uint32_t)check_access(&pt->cfg, pte, access);
 	uint64_t span = s2pt__span(&pt->cfg, level);
 
 	if (kind) {
@@ -385,7 +383,7 @@ int s2pt_translate_image(const void *image, uint64_t image_pa, uint64_t image_by
 	uint32_t vmid;
 	int ret;
 
-	if (!image || (flags & ~(S2PT_CONFIG_FWB | S2PT_CONFIG_XNX)))
+	if (!image || ((uintptr_t)image & 7) || (flags & ~(S2PT_CONFIG_FWB | S2PT_CONFIG_XNX)))
 		return S2PT_EINVAL;
 	/* Without VTCR_EL2.VS the VMID is 8 bits and VTTBR[63:56] are RES0. */
 	vmid = (uint32_t)(vttbr >> 48) & ((vtcr & S2PT_VTCR_VS) ? 0xffffu : 0xffu);
@@ -403,8 +401,9 @@ int s2pt_translate_image(const void *image, uint64_t image_pa, uint64_t image_by
 	baddr = vttbr & ((1ull << 48) - 2);
 	if (pt.cfg.pa_bits == 52)
 		baddr = (baddr & ~0x3full) | ((vttbr >> 2) & 0xfull) << 48;
+	/* Aligned to the root's size (bits 5:0 are already clear with a 52-bit PA). */
 	root_bytes = pt.cfg.root_entries * 8;
-	if (baddr & ((root_bytes < 64 && pt.cfg.pa_bits == 52 ? 64 : root_bytes) - 1))
+	if (baddr & (root_bytes - 1))
 		return S2PT_EALIGN;
 	if (baddr >> pt.cfg.pa_bits)
 		return fault(f, S2PT_FAULT_ADDRESS_SIZE, 0, ipa);

@@ -377,12 +377,14 @@ TEST(fmt_owner_annotations)
 	CHECK_INVARIANTS(&f.pt);
 	CHECK_REFCOUNTS(&f.pt);
 
-	/* A whole aligned 1 GiB: one level-1 entry, no table. */
-	REQUIRE_EQ(s2pt_set_owner(&f.pt, GiB(5), GiB(1), 255), 0);
-	CHECK_EQ(rd_desc(&f.pool, f.pt.root_pa, 5), 0xFFull << 2);
-	CHECK_EQ(s2pt_translate(&f.pt, GiB(5) + MiB(7), S2PT_ACCESS_READ, &t, &flt), S2PT_EFAULT);
-	CHECK_EQ(flt.fsc, FSC_TRANS(1));
-	CHECK_EQ(f.pt.table_pages, 4);
+	/* A whole aligned 2 MiB: pages only, as KVM's set_owner (force_pte): a full level-3
+	 * table of annotations (count 1 + 512) under a new level-2 table, no block entry. */
+	REQUIRE_EQ(s2pt_set_owner(&f.pt, GiB(5), MiB(2), 255), 0);
+	CHECK_EQ(sw_desc(&f.pt, GiB(5) + MiB(1), 3), 0xFFull << 2);
+	CHECK_EQ(rc_at(&f.pool, sw_table(&f.pt, GiB(5), 3)), 513);
+	CHECK_EQ(s2pt_translate(&f.pt, GiB(5) + MiB(1), S2PT_ACCESS_READ, &t, &flt), S2PT_EFAULT);
+	CHECK_EQ(flt.fsc, FSC_TRANS(3));
+	CHECK_EQ(f.pt.table_pages, 6);
 	CHECK_REFCOUNTS(&f.pt);
 
 	/* Bad ids: 0 means "no owner", 256 does not fit in 8 bits. */
@@ -399,9 +401,11 @@ TEST(fmt_owner_annotations)
 	CHECK_EQ(*pa_ptr(&f.pool, l3 + 8 * 2), 0);
 	CHECK_EQ(rc_at(&f.pool, l3), 2);
 	CHECK_EQ(f.log.count, 0);
-	REQUIRE_EQ(s2pt_unmap(&f.pt, GiB(5), GiB(1), NULL), 0);
+	REQUIRE_EQ(s2pt_unmap(&f.pt, GiB(5), MiB(2), NULL), 0);
 	CHECK_EQ(rd_desc(&f.pool, f.pt.root_pa, 5), 0);
-	CHECK_EQ(f.log.count, 0);
+	CHECK_EQ(f.log.count, 2); /* the freed level-3 and level-2 tables (they were reachable) */
+	CHECK_EQ(f.events[0].reason, S2PT_TLBI_TABLE);
+	CHECK_EQ(f.events[1].reason, S2PT_TLBI_TABLE);
 	REQUIRE_EQ(s2pt_unmap(&f.pt, GiB(2), KiB(4), NULL), 0);
 	CHECK_EQ(f.pt.table_pages, f.cfg.root_tables);
 	CHECK_EQ(rc_at(&f.pool, l3), 0);

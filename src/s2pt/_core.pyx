@@ -63,7 +63,7 @@ if TLBI_DTYPE.itemsize != sizeof(s2pt_tlbi):
 # Decoding tables, so a result costs an index instead of an enum lookup.
 _PROT = tuple(Prot(i) for i in range(16))
 _MEMATTR = tuple(MemAttr(i) if i in MemAttr._value2member_map_ else i
-                 for i in range(S2PT_MEMATTR_STAGE1 + 1))
+                 for i in range(S2PT_MEMATTR_RESERVED + 16))
 _U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
 
 
@@ -748,9 +748,9 @@ cdef class Stage2:
         """Annotate ``[ipa, ipa + size)`` as owned by ``owner`` (1..255): each entry becomes
         an invalid descriptor holding the id in bits 9:2 (KVM's set_owner), so the range
         faults (translation, at the annotation's level) and :meth:`owner` reports the id.
-        Annotations count in their table's reference count. Mappings in the range are
-        removed (a TLB event per valid leaf); partly covered blocks and annotations are split
-        so the rest stays; whole block spans take one entry at the shallowest block level.
+        Annotations count in their table's reference count. One entry per page, as KVM's
+        set_owner (force_pte): mappings in the range are removed (a TLB event per valid
+        leaf, a SPLIT for a block covered in part or whole, whose rest stays mapped).
         :meth:`unmap` clears annotations; :meth:`map` replaces them."""
         cdef uint64_t i = _u64(ipa, "ipa"), n = _u64(size, "size")
         cdef int rc = s2pt_set_owner(&self.pt, i, n, _u32(owner, "owner"))

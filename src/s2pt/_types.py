@@ -69,6 +69,8 @@ class MemAttr(enum.IntEnum):
     NORMAL_WT = 0xA
     NORMAL = 0xF
     STAGE1 = 0x10
+    #: ``RESERVED | field``: a MemAttr encoding the VM's format reserves (foreign images only)
+    RESERVED = 0x20
 
     @property
     def is_device(self) -> bool:
@@ -97,7 +99,7 @@ class Translation(NamedTuple):
     level: int  #: level of the leaf descriptor
     size: int  #: bytes mapped by the leaf (page or block size)
     prot: Prot  #: permissions decoded from the leaf
-    memattr: MemAttr  #: MemAttr[3:0] of the leaf
+    memattr: MemAttr  #: the memory type the leaf's MemAttr field stands for (per FWB)
     af: bool = True  #: the leaf's access flag
     pte: int = 0  #: the raw leaf descriptor
     sw: int = 0  #: software bits 58:55 of the leaf

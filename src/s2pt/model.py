@@ -344,8 +344,6 @@ class ReferenceStage2:
         attributes (``prot`` replaces the permissions if given)."""
         a = max(a, base)
         b = min(b, self._end(level, base))
-        if leaf.owner:  # an annotation splits into annotations of the same owner
-            return {key: leaf for key in self._decompose(a, b, lambda lv: lv > level)}
         new_prot = leaf.prot if prot is None else prot
         return {
             (lv, x): _Leaf(leaf.pa + (x - base), new_prot, leaf.memattr, leaf.af, leaf.sw)
@@ -433,9 +431,8 @@ class ReferenceStage2:
         if not 1 <= owner <= 255:
             raise InvalidArgumentError(f"owner={owner} must be 1..255")
         self._check_range(ipa, size)
-        if size:
-            # No output address: annotations go at any block level the range covers whole.
-            self._place(ipa, ipa + size, _Leaf(ipa, 0, 0, False, 0, owner), True)
+        if size:  # pages only, as KVM's set_owner (force_pte)
+            self._place(ipa, ipa + size, _Leaf(ipa, 0, 0, False, 0, owner), False)
 
     def _place(self, ipa: int, end: int, new: _Leaf, blocks: bool) -> None:
         """Put ``new`` over [ipa, end) (its ``pa`` is the output address of ``ipa``): the
@@ -444,8 +441,6 @@ class ReferenceStage2:
         pa = new.pa
 
         def already(base: int, leaf: _Leaf) -> bool:
-            if new.owner:
-                return leaf == new._replace(pa=leaf.pa)
             return not leaf.owner and leaf == new._replace(pa=pa + (base - ipa))
 
         leaves = dict(self._leaves)  # leaves outside the range stay as they are
@@ -702,8 +697,9 @@ class ReferenceStage2:
                 raise InvariantError(f"leaf at level {level}, IPA {base:#x}, PA {pa:#x}: {what}")
             prev_end = base + size
             if leaf.owner:
-                if not 1 <= leaf.owner <= 255:
-                    raise InvariantError(f"annotation at {base:#x} with owner {leaf.owner}")
+                if not 1 <= leaf.owner <= 255 or level != 3:
+                    raise InvariantError(f"annotation at {base:#x}, level {level}, owner "
+                                         f"{leaf.owner}")
                 continue
             attrs.add((leaf.prot, leaf.memattr))
         for prot, memattr in attrs:

@@ -129,10 +129,18 @@ static inline uint64_t s2pt_pte_attrs(const struct s2pt_config *cfg, uint64_t pt
 	return pte & S2PT_PTE_LEAF_ATTRS & ~cfg->oa_hi_mask;
 }
 
-/* PX = !(XN[1] ^ XN[0]), UX = !XN[1]; bit 53 is never set without FEAT_XNX. */
-static inline uint32_t s2pt_pte_prot(uint64_t pte)
+/* The XN[1:0] bits hardware reads: without FEAT_XNX bit 53 is RES0 and only XN[1] counts. */
+static inline uint64_t s2pt_xn_read_mask(const struct s2pt_config *cfg)
+{
+	return (cfg->flags & S2PT_CONFIG_XNX) ? S2PT_PTE_XN_MASK : S2PT_PTE_XN;
+}
+
+/* PX = !(XN[1] ^ XN[0]), UX = !XN[1]. */
+static inline uint32_t s2pt_pte_prot(const struct s2pt_config *cfg, uint64_t pte)
 {
 	uint32_t prot = 0;
+
+	pte &= ~S2PT_PTE_XN_MASK | s2pt_xn_read_mask(cfg);
 
 	if (pte & S2PT_PTE_S2AP_R)
 		prot |= S2PT_PROT_R;
@@ -193,6 +201,15 @@ static inline int s2pt_memattr_name(const struct s2pt_config *cfg, uint32_t fiel
 		return field == 0x7 ? (int)S2PT_MEMATTR_STAGE1 : -1;
 	}
 	return ((field & 0xc) && !(field & 0x3)) ? -1 : (int)field;
+}
+
+/* What a MemAttr field stands for: its S2PT_MEMATTR_* name, or S2PT_MEMATTR_RESERVED | field
+ * for an encoding the VM's format reserves (only foreign images hold one). */
+static inline uint32_t s2pt_memattr_decode(const struct s2pt_config *cfg, uint32_t field)
+{
+	int name = s2pt_memattr_name(cfg, field);
+
+	return name < 0 ? S2PT_MEMATTR_RESERVED | field : (uint32_t)name;
 }
 
 static inline int s2pt_memattr_is_device(uint32_t memattr)

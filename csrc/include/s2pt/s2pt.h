@@ -88,6 +88,8 @@ enum s2pt_access {
 #define S2PT_MEMATTR_NORMAL_WT 0xAu
 #define S2PT_MEMATTR_NORMAL 0xFu
 #define S2PT_MEMATTR_STAGE1 0x10u /* FWB only: MemAttr 0b0111, use the stage-1 attributes */
+/* Reported (| the raw field) for an encoding the VM's format reserves; s2pt never writes one. */
+#define S2PT_MEMATTR_RESERVED 0x20u
 
 enum s2pt_fault_kind {
 	S2PT_FAULT_NONE = 0,
@@ -577,12 +579,11 @@ int s2pt_protect(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t 
  * a translation fault at the annotation's level; software finds the owner with s2pt_owner().
  * Annotations are non-zero, so they count in their table's reference count and keep it alive.
  *
- * Like s2pt_map(): whole aligned spans get one entry at the shallowest level that allows a
- * block (no output address to align); mappings in the range are removed (a valid leaf is
- * invalidated: UNMAP events); a block or annotation covered in part is split so the rest
- * stays as it was; a table whose whole span is covered is freed. Identical annotations are
- * left alone. s2pt_unmap() clears annotations (no events: they were never valid); map over
- * one replaces it; protect and set_af leave them alone.
+ * Like s2pt_map() with pages only (KVM annotates with force_pte): one last-level entry per
+ * page; mappings in the range are removed (a valid leaf is invalidated: UNMAP events); a
+ * valid block covered in part is split so the rest stays mapped. s2pt_unmap() clears
+ * annotations (no events: they were never valid); map over one replaces it; protect and
+ * set_af leave them alone.
  *
  * Return: 0, S2PT_EINVAL (owner), S2PT_EALIGN, S2PT_ERANGE, S2PT_ENOMEM, S2PT_EDESTROYED.
  */
@@ -591,7 +592,7 @@ int s2pt_set_owner(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_
 /**
  * s2pt_owner() - the owner id annotating the entry the walk of @ipa stops at, or 0 (a valid
  * leaf, an empty entry, or @ipa outside the IPA space).
- * Return: 0, S2PT_EDESTROYED.
+ * Return: 0, S2PT_EDESTROYED, S2PT_EINVARIANT (a table outside the pool).
  */
 int s2pt_owner(const struct s2pt_pgtable *pt, uint64_t ipa, uint32_t *owner);
 
