@@ -104,14 +104,14 @@ GEOS = [
         weight=0.3),
     # 4K LPA2, 52-bit IPA and PA: 16 concatenated level-0 tables, 512 GiB level-0 blocks, the
     # region straddles the second root page; FEAT_XNX (PX and UX apart).
-    Geo("4k_52_lpa2", 4096, 52, 52, 256 * (1 << 40) - 512 * GiB, 2, weight=0.6,
+    Geo("4k_52_lpa2", 4096, 52, 52, 256 * (1 << 40) - 512 * GiB, 2, weight=0.25,
         options=(("lpa2", True), ("xnx", True))),
     # 16K LPA2 from level 0 (SL0 = 3): 64 GiB level-1 blocks across a level-0 entry; FWB.
     Geo("16k_52_lpa2_fwb", 16384, 52, 52, 128 * (1 << 40) - 64 * GiB, 2, weight=0.5,
         options=(("lpa2", True), ("fwb", True))),
     # 64K with a 52-bit PA: OA[51:48] in bits 15:12, 4 TiB level-1 blocks at the IPA top;
     # FWB with and XNX without FEAT_TLBIRANGE.
-    Geo("64k_52", 65536, 52, 52, (1 << 52) - 8 * (1 << 40), 2, weight=0.3,
+    Geo("64k_52", 65536, 52, 52, (1 << 52) - 8 * (1 << 40), 2, weight=0.15,
         options=(("fwb", True), ("xnx", True), ("tlbi_range", False))),
 ]
 
