@@ -255,8 +255,9 @@ int64_t s2pt_translate_many(const struct s2pt_pgtable *pt, const uint64_t *ipas,
 {
 	const struct s2pt_config *cfg = &pt->cfg;
 	const struct s2pt_pool *pool = pt->pool;
-	const uint64_t oa_mask = cfg->oa_mask, oa_hi_mask = cfg->oa_hi_mask;
-	const uint32_t oa_hi_shift = cfg->oa_hi_shift;
+	/* A local copy: the loops store through pa_out, and a copy whose address never escapes
+	 * keeps the descriptor format in registers instead of reloading it after every store. */
+	const struct s2pt_config fmt = *cfg;
 	/* Every pool page lies below 2^pa_bits (s2pt_pgtable_init), so "inside the pool" also
 	 * rules out an address-size fault for a table address. */
 	const uint64_t pool_bytes = s2pt__pool_end_pa(pool) - pool->base_pa;
@@ -305,8 +306,7 @@ int64_t s2pt_translate_many(const struct s2pt_pgtable *pt, const uint64_t *ipas,
 				if (!table[g])
 					continue;
 				pte = *table[g];
-				addr = ((pte & oa_mask) | (pte & oa_hi_mask) << oa_hi_shift) -
-				       pool->base_pa;
+				addr = s2pt_pte_addr(&fmt, pte) - pool->base_pa;
 				if (S2PT_LIKELY((pte & S2PT_PTE_TYPE_MASK) == S2PT_PTE_TYPE_TABLE &&
 						addr < pool_bytes)) {
 					table[g] = (const uint64_t *)(pool->mem + addr) +
@@ -330,7 +330,7 @@ int64_t s2pt_translate_many(const struct s2pt_pgtable *pt, const uint64_t *ipas,
 			if (!table[g])
 				continue;
 			pte = *table[g];
-			addr = (pte & oa_mask) | (pte & oa_hi_mask) << oa_hi_shift;
+			addr = s2pt_pte_addr(&fmt, pte);
 			if (S2PT_LIKELY((pte & mask) == want && addr < pa_limit)) {
 				pa_out[base + g] = addr | (ipa[g] & page_mask);
 				fsc_out[base + g] = S2PT_FSC_NONE;
