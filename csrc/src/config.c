@@ -7,7 +7,8 @@ static const uint32_t ps_bits[] = {32, 36, 40, 42, 44, 48, 52};
 #define PS_52 6u
 
 #define CONFIG_FLAGS \
-	(S2PT_CONFIG_LPA2 | S2PT_CONFIG_FWB | S2PT_CONFIG_XNX | S2PT_CONFIG_NO_TLBIRANGE)
+	(S2PT_CONFIG_LPA2 | S2PT_CONFIG_FWB | S2PT_CONFIG_XNX | S2PT_CONFIG_NO_TLBIRANGE | \
+	 S2PT_CONFIG_KVM)
 
 static int granule_shift_of(uint32_t granule)
 {
@@ -168,7 +169,7 @@ int s2pt_config_from_vtcr(struct s2pt_config *cfg, uint64_t vtcr, uint32_t vmid,
 	memset(&c, 0, sizeof(c));
 	/* HA/HD, SL2, secure-walk and later features are not modelled: refuse, don't ignore. */
 	if ((vtcr & ~known) || tg0 == 3 || ps > PS_MAX_ENCODING || sh0 == 1 || vmid > 0xffff ||
-	    (flags & ~(S2PT_CONFIG_FWB | S2PT_CONFIG_XNX | S2PT_CONFIG_NO_TLBIRANGE)))
+	    (flags & ~(CONFIG_FLAGS & ~S2PT_CONFIG_LPA2)))
 		return S2PT_ECONFIG;
 	if (vmid > 255 && !(vtcr & S2PT_VTCR_VS))
 		return S2PT_ECONFIG;

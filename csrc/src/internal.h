@@ -149,6 +149,13 @@ static inline void s2pt__table_free(struct s2pt_pgtable *pt, uint32_t index)
 {
 	s2pt__page_free(pt->pool, index);
 	pt->table_pages--;
+	pt->frees++;
+}
+
+/* The VM runs with KVM's semantics (S2PT_CONFIG_KVM). */
+static inline int s2pt__kvm(const struct s2pt_pgtable *pt)
+{
+	return (pt->cfg.flags & S2PT_CONFIG_KVM) != 0;
 }
 
 /* Record a TLB invalidation; a full log collapses into one VMID-wide event. */
@@ -185,6 +192,17 @@ static inline void s2pt__tlbi_replace(struct s2pt_pgtable *pt, uint64_t old, uin
 				s2pt_pte_valid(pte) ? S2PT_TLBI_REPLACE : S2PT_TLBI_UNMAP);
 }
 
+/* A table replaced by a block: KVM flushes the block's span, the whole VMID without
+ * FEAT_TLBIRANGE. */
+static inline void s2pt__tlbi_coalesce(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t span)
+{
+	if (pt->cfg.flags & S2PT_CONFIG_NO_TLBIRANGE)
+		s2pt__tlbi(pt, S2PT_TLBI_VMID, 0, 0, S2PT_TLBI_LEVEL_UNKNOWN, S2PT_TLBI_COALESCE);
+	else
+		s2pt__tlbi(pt, S2PT_TLBI_RANGE, ipa, span, S2PT_TLBI_LEVEL_UNKNOWN,
+			   S2PT_TLBI_COALESCE);
+}
+
 /* KVM defers unmap invalidations to one range flush when it has FWB and FEAT_TLBIRANGE. */
 static inline int s2pt__unmap_deferred(const struct s2pt_config *cfg)
 {
@@ -199,5 +217,37 @@ int s2pt__check_prot(const struct s2pt_config *cfg, uint32_t prot);
 
 /* Clear [ipa, ipa + size) and free every table entirely inside it, without events. */
 int s2pt__clear_range(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size);
+
+/* ---- shared by the range operations of map.c and leafops.c -------------------------- */
+
+/*
+ * s2pt__need_edges() rules for which valid blocks covered in part by a range get split:
+ * every one, only writable ones, or (a prot >= 0) those whose permissions differ from it.
+ */
+#define S2PT__EDGE_ANY (-1)
+#define S2PT__EDGE_WRITABLE (-2)
+
+/* Pages needed to split the blocks at the two ends of [a, b) that the rule selects. */
+uint64_t s2pt__need_edges(const struct s2pt_pgtable *pt, const uint64_t *table, uint64_t nentries,
+			  int level, uint64_t a, uint64_t b, int64_t keep_prot);
+/* The pool surely has every page a change of [a, b) can need (never trusted in debug). */
+int s2pt__bound_settles(const struct s2pt_pgtable *pt, uint64_t a, uint64_t b);
+/* Refuse if the pool has fewer than @need free pages, else walk (debug: count exact). */
+int s2pt__walk_reserved(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t need,
+			const struct s2pt_walker *w);
+/* Replace the block (or empty entry) at ctx->ptep by a table; @keep: holding the block. */
+int s2pt__split_block(const struct s2pt_walk_ctx *ctx, int keep);
+
+/* The one entry at index @i of a run, as a single visit sees it. */
+static inline struct s2pt_walk_ctx s2pt__run_entry(const struct s2pt_walk_ctx *ctx, uint32_t i)
+{
+	struct s2pt_walk_ctx one = *ctx;
+
+	one.ptep = &ctx->ptep[i];
+	one.old = ctx->ptep[i];
+	one.addr = ctx->addr + i * s2pt__span(&ctx->pt->cfg, ctx->level);
+	one.nr = 1;
+	return one;
+}
 
 #endif /* S2PT_INTERNAL_H */

@@ -48,6 +48,27 @@ static inline int block_identical(const struct s2pt_pgtable *pt, const struct ma
 }
 
 /*
+ * KVM's semantics leave a valid leaf that differs from the new one only in its permissions
+ * alone (stage2_pte_needs_update(): -EAGAIN, which its fault handler answers with
+ * relax_perms).
+ */
+static inline int kvm_keeps(const struct s2pt_pgtable *pt, uint64_t old, uint64_t pte)
+{
+	return s2pt__kvm(pt) && s2pt_pte_valid(old) && s2pt_pte_valid(pte) &&
+	       !((old ^ pte) & ~S2PT_PTE_PERM);
+}
+
+/*
+ * An existing block that already maps what the request asks for its part is kept whole by
+ * exact semantics; KVM replaces it all the same (its -E2BIG path), so kvm mode never keeps.
+ */
+static inline int keep_block(const struct s2pt_pgtable *pt, const struct map_args *m,
+			     uint64_t pte, uint64_t entry_ipa)
+{
+	return m->blocks && !s2pt__kvm(pt) && block_identical(pt, m, pte, entry_ipa);
+}
+
+/*
  * Pages needed below one entry at level - 1 to map [a, b) into an empty table at @level.
  * A block split for a partial map needs the same: its pieces never match the request
  * (the block did not), so every decision below it is the one an empty table gets.
@@ -106,7 +127,7 @@ static uint64_t need_map(const struct s2pt_pgtable *pt, const struct map_args *m
 		if (s2pt_pte_is_table(pte, level))
 			n += need_map(pt, m, s2pt__child(pt, pte), 1ull << pt->cfg.stride, level + 1,
 				      ea, eb);
-		else if (m->blocks && block_identical(pt, m, pte, e))
+		else if (keep_block(pt, m, pte, e))
 			continue;
 		else
 			n += 1 + need_empty(pt, m, level + 1, ea, eb);
@@ -136,7 +157,7 @@ static uint64_t need_split(const struct s2pt_pgtable *pt, int level, uint64_t a,
  * the entries at the two ends of the range can be such blocks. @keep_prot >= 0 (protect):
  * blocks that already have these permissions are left whole.
  */
-static uint64_t need_edges(const struct s2pt_pgtable *pt, const uint64_t *table, uint64_t nentries,
+uint64_t s2pt__need_edges(const struct s2pt_pgtable *pt, const uint64_t *table, uint64_t nentries,
 			   int level, uint64_t a, uint64_t b, int64_t keep_prot)
 {
 	uint32_t shift = s2pt_level_shift(&pt->cfg, level);
@@ -157,10 +178,13 @@ static uint64_t need_edges(const struct s2pt_pgtable *pt, const uint64_t *table,
 			continue;
 		pte = table[(e >> shift) & (nentries - 1)];
 		if (s2pt_pte_is_table(pte, level))
-			n += need_edges(pt, s2pt__child(pt, pte), 1ull << pt->cfg.stride, level + 1, ea,
+			n += s2pt__need_edges(pt, s2pt__child(pt, pte), 1ull << pt->cfg.stride, level + 1, ea,
 					eb, keep_prot);
 		else if (s2pt_pte_valid(pte) &&
-			 (keep_prot < 0 || s2pt_pte_prot(&pt->cfg, pte) != (uint32_t)keep_prot))
+			 (keep_prot == S2PT__EDGE_ANY ||
+			  (keep_prot == S2PT__EDGE_WRITABLE ? (pte & S2PT_PTE_S2AP_W) != 0
+							    : s2pt_pte_prot(&pt->cfg, pte) !=
+								      (uint32_t)keep_prot)))
 			n += 1 + need_split(pt, level + 1, ea, eb);
 	}
 	return n;
@@ -185,7 +209,7 @@ static uint64_t alloc_bound(const struct s2pt_pgtable *pt, uint64_t a, uint64_t 
 }
 
 /* The pool surely has every page the change needs (never trusted in debug builds). */
-static inline int bound_settles(const struct s2pt_pgtable *pt, uint64_t a, uint64_t b)
+int s2pt__bound_settles(const struct s2pt_pgtable *pt, uint64_t a, uint64_t b)
 {
 	return !S2PT_DEBUG && alloc_bound(pt, a, b) <= s2pt_pool_free_pages(pt->pool);
 }
@@ -194,7 +218,7 @@ static inline int bound_settles(const struct s2pt_pgtable *pt, uint64_t a, uint6
  * The change itself, once the caller has counted the pages it needs (0 when the bound settled
  * it): refuse if the pool is short, else walk. Debug builds check the count was exact.
  */
-static int walk_reserved(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t need,
+int s2pt__walk_reserved(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t need,
 			 const struct s2pt_walker *w)
 {
 	int ret;
@@ -214,7 +238,7 @@ static int walk_reserved(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, u
  * block outside the range stays mapped; without it the table starts empty (the range covers
  * the whole block and rewrites it). The old block is invalidated first (break-before-make).
  */
-static int split_block(const struct s2pt_walk_ctx *ctx, int keep)
+int s2pt__split_block(const struct s2pt_walk_ctx *ctx, int keep)
 {
 	struct s2pt_pgtable *pt = ctx->pt;
 	const struct s2pt_config *cfg = &pt->cfg;
@@ -243,18 +267,6 @@ static int split_block(const struct s2pt_walk_ctx *ctx, int keep)
 	return 0;
 }
 
-/* The one entry at index @i of a run, as a single visit sees it. */
-static inline struct s2pt_walk_ctx run_entry(const struct s2pt_walk_ctx *ctx, uint32_t i)
-{
-	struct s2pt_walk_ctx one = *ctx;
-
-	one.ptep = &ctx->ptep[i];
-	one.old = ctx->ptep[i];
-	one.addr = ctx->addr + i * s2pt__span(&ctx->pt->cfg, ctx->level);
-	one.nr = 1;
-	return one;
-}
-
 /* A run of whole entries: a table at a time, the hot path of large maps. */
 static int map_run(const struct s2pt_walk_ctx *ctx, const struct map_args *m)
 {
@@ -275,12 +287,12 @@ static int map_run(const struct s2pt_walk_ctx *ctx, const struct map_args *m)
 	if (!leaf_allowed(pt, m, ctx->level)) {
 		/* Tables go in (empty: the entry is covered whole); the walker descends. */
 		for (uint32_t i = 0; i < nr; i++) {
-			struct s2pt_walk_ctx one = run_entry(ctx, i);
+			struct s2pt_walk_ctx one = s2pt__run_entry(ctx, i);
 			int ret;
 
-			if (m->blocks && block_identical(pt, m, one.old, one.addr))
+			if (keep_block(pt, m, one.old, one.addr))
 				continue;
-			ret = split_block(&one, 0);
+			ret = s2pt__split_block(&one, 0);
 			if (ret)
 				return ret;
 		}
@@ -304,7 +316,7 @@ static int map_run(const struct s2pt_walk_ctx *ctx, const struct map_args *m)
 			pte = s2pt_leaf_pte(cfg, pa + i * span, m->attrs, ctx->level);
 		else if (i)
 			pte += inc;
-		if (old == pte)
+		if (old == pte || kvm_keeps(pt, old, pte))
 			continue; /* already exactly this: no write, no event */
 		s2pt__tlbi_replace(pt, old, pte, ctx->addr + i * span, ctx->level);
 		added += !old;
@@ -333,13 +345,8 @@ static int map_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 
 			if (ret)
 				return ret;
-			if (pt->cfg.flags & S2PT_CONFIG_NO_TLBIRANGE)
-				s2pt__tlbi(pt, S2PT_TLBI_VMID, 0, 0, S2PT_TLBI_LEVEL_UNKNOWN,
-					   S2PT_TLBI_COALESCE);
-			else
-				s2pt__tlbi(pt, S2PT_TLBI_RANGE, ctx->addr, span,
-					   S2PT_TLBI_LEVEL_UNKNOWN, S2PT_TLBI_COALESCE);
-		} else if (ctx->old == pte) {
+			s2pt__tlbi_coalesce(pt, ctx->addr, span);
+		} else if (ctx->old == pte || kvm_keeps(pt, ctx->old, pte)) {
 			return 0; /* already exactly this: no write, no event */
 		} else {
 			s2pt__tlbi_replace(pt, ctx->old, pte, ctx->addr, ctx->level);
@@ -349,10 +356,11 @@ static int map_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	}
 	if (visit == S2PT_WALK_TABLE_PRE)
 		return 0; /* descend into the existing table */
-	/* A leaf does not fit here: put a table in place and let the walker descend into it. */
-	if (m->blocks && block_identical(pt, m, ctx->old, ctx->addr))
+	/* A leaf does not fit here: put a table in place and let the walker descend into it.
+	 * KVM's table starts empty: the rest of a block is dropped and faulted back lazily. */
+	if (keep_block(pt, m, ctx->old, ctx->addr))
 		return 0;
-	return split_block(ctx, !covered);
+	return s2pt__split_block(ctx, !covered && !s2pt__kvm(pt));
 }
 
 /* Everything s2pt_map() checks before it looks at the tables. */
@@ -402,7 +410,7 @@ static int map_page_fast(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uin
 		table = s2pt__child(pt, *ptep);
 	}
 	pte = s2pt_leaf_pte(cfg, pa, attrs, 3);
-	if (*ptep == pte)
+	if (*ptep == pte || kvm_keeps(pt, *ptep, pte))
 		return 1; /* already exactly this: no write, no event */
 	s2pt__tlbi_replace(pt, *ptep, pte, ipa, 3);
 	s2pt__set_pte(pt, ptep, pte);
@@ -419,11 +427,11 @@ static int map_walk(struct s2pt_pgtable *pt, const struct map_args *m, uint64_t 
 	};
 	uint64_t need;
 
-	need = bound_settles(pt, m->ipa, m->ipa + size)
+	need = s2pt__bound_settles(pt, m->ipa, m->ipa + size)
 		       ? 0
 		       : need_map(pt, m, pt->root, pt->cfg.root_entries, pt->cfg.start_level,
 				  m->ipa, m->ipa + size);
-	return walk_reserved(pt, m->ipa, size, need, &w);
+	return s2pt__walk_reserved(pt, m->ipa, size, need, &w);
 }
 
 /* Reserve, then change: the arguments are already checked. */
@@ -572,7 +580,9 @@ static int unmap_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	}
 	if (!ctx->old)
 		return 0;
-	if (ctx->addr >= ctx->start && ctx->addr + span <= ctx->end) {
+	/* KVM removes every leaf the range touches whole ("rely on the remaining portions
+	 * being faulted back lazily"); exact semantics split one covered in part. */
+	if ((ctx->addr >= ctx->start && ctx->addr + span <= ctx->end) || s2pt__kvm(pt)) {
 		if (s2pt_pte_valid(ctx->old)) {
 			struct unmap_args *u = ctx->arg;
 
@@ -584,7 +594,7 @@ static int unmap_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 		return 0;
 	}
 	/* A block covered in part: keep the rest as next-level leaves, then descend. */
-	return s2pt_pte_valid(ctx->old) ? split_block(ctx, 1) : 0;
+	return s2pt_pte_valid(ctx->old) ? s2pt__split_block(ctx, 1) : 0;
 }
 
 static int unmap_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *unmapped)
@@ -600,12 +610,13 @@ static int unmap_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uin
 
 	if (size == 0)
 		return 0;
-	need = bound_settles(pt, ipa, ipa + size)
+	need = s2pt__bound_settles(pt, ipa, ipa + size) || s2pt__kvm(pt)
 		       ? 0
-		       : need_edges(pt, pt->root, pt->cfg.root_entries,
-				    pt->cfg.start_level, ipa, ipa + size, -1);
-	ret = walk_reserved(pt, ipa, size, need, &w);
-	if (!ret && u.deferred && u.unmapped)
+		       : s2pt__need_edges(pt, pt->root, pt->cfg.root_entries,
+				    pt->cfg.start_level, ipa, ipa + size, S2PT__EDGE_ANY);
+	ret = s2pt__walk_reserved(pt, ipa, size, need, &w);
+	/* KVM issues its deferred range flush even when nothing was mapped. */
+	if (!ret && u.deferred && (u.unmapped || s2pt__kvm(pt)))
 		s2pt__tlbi(pt, S2PT_TLBI_RANGE, ipa, size, S2PT_TLBI_LEVEL_UNKNOWN, S2PT_TLBI_UNMAP);
 	*unmapped += u.unmapped;
 	return ret;
@@ -672,12 +683,13 @@ static int protect_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	pte = s2pt_pte_set_prot(ctx->old, p->prot);
 	if (pte == ctx->old)
 		return 0;
-	if (ctx->addr >= ctx->start && ctx->addr + span <= ctx->end) {
+	/* KVM's attribute walker changes whole leaves; exact semantics split a partial one. */
+	if ((ctx->addr >= ctx->start && ctx->addr + span <= ctx->end) || s2pt__kvm(pt)) {
 		s2pt__tlbi_leaf(pt, ctx->addr, ctx->level, S2PT_TLBI_PERM);
 		*ctx->ptep = pte; /* non-zero to non-zero: the count does not move */
 		return 0;
 	}
-	return split_block(ctx, 1);
+	return s2pt__split_block(ctx, 1);
 }
 
 /* Execute permission on a Device leaf is refused, as at map time. */
@@ -723,11 +735,11 @@ int s2pt_protect(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t 
 		if (ret)
 			return ret;
 	}
-	need = bound_settles(pt, ipa, ipa + size)
+	need = s2pt__bound_settles(pt, ipa, ipa + size) || s2pt__kvm(pt)
 		       ? 0
-		       : need_edges(pt, pt->root, pt->cfg.root_entries,
+		       : s2pt__need_edges(pt, pt->root, pt->cfg.root_entries,
 				    pt->cfg.start_level, ipa, ipa + size, prot);
-	ret = walk_reserved(pt, ipa, size, need, &w);
+	ret = s2pt__walk_reserved(pt, ipa, size, need, &w);
 	return ret;
 }
 

@@ -24,12 +24,25 @@ from ._core import (
     TLBI_AF,
     TLBI_DESTROY,
     TLBI_OVERFLOW,
+    TLBI_WRPROTECT,
     PagePool,
     Stage2,
     Stage2Config,
     translate_image,
 )
-from ._types import FSC_NONE, Access, FaultKind, Mapping, MemAttr, Prot, Translation, WalkStep
+from ._types import (
+    FSC_NONE,
+    Access,
+    FaultKind,
+    FaultOutcome,
+    Mapping,
+    MemAttr,
+    Memslot,
+    Prot,
+    Translation,
+    WalkStep,
+    bitmap_pages,
+)
 from ._version import __version__
 from .errors import (
     AlignmentError,
@@ -59,6 +72,9 @@ __all__ = [
     "Translation",
     "WalkStep",
     "Mapping",
+    "FaultOutcome",
+    "Memslot",
+    "bitmap_pages",
     "FSC_NONE",
     "TLBI_DTYPE",
     "TLBI_IPA",
@@ -73,6 +89,7 @@ __all__ = [
     "TLBI_AF",
     "TLBI_DESTROY",
     "TLBI_OVERFLOW",
+    "TLBI_WRPROTECT",
     "TLBI_LEVEL_UNKNOWN",
     "DEFAULT_POOL_BASE_PA",
     "DEFAULT_POOL_BYTES",

@@ -2,7 +2,9 @@
 # Stage2's tables directly (e.g. `s2pt_translate(&vm.pt, ...)` in a simulator's inner loop).
 from libc.stdint cimport uint64_t
 
-from s2pt._cs2pt cimport s2pt_config, s2pt_pgtable, s2pt_pool, s2pt_tlbi, s2pt_tlbi_log
+from cpython.pythread cimport PyThread_type_lock
+
+from s2pt._cs2pt cimport s2pt_config, s2pt_memslot, s2pt_mmu, s2pt_pgtable, s2pt_pool, s2pt_tlbi, s2pt_tlbi_log
 
 
 cdef class Stage2Config:
@@ -15,17 +17,28 @@ cdef class PagePool:
     cdef size_t mem_bytes
     cdef void *meta
     cdef size_t meta_bytes
+    # Serialises the GIL-free calls of the VMs in this pool; ``busy`` (changed only with the
+    # GIL held) counts the threads in or entering one, so GIL-holding calls wait only then.
+    cdef PyThread_type_lock lock
+    cdef int busy
     cdef _release(self)
     cdef int _ready(self) except -1
+    cdef int _wait(self) except -1
 
 
 cdef class Stage2:
     cdef s2pt_pgtable pt
     cdef s2pt_tlbi_log log
     cdef s2pt_tlbi *events
+    cdef s2pt_mmu mmu
     cdef readonly PagePool pool
     cdef readonly Stage2Config config
     cdef _setup(self, Stage2Config config, object pool, object tlbi_capacity)
+    cdef int _sync(self) except -1
+    cdef PyThread_type_lock _go(self) except NULL
+    cdef void _back(self) noexcept
+    cdef const s2pt_memslot *_slot(self, object slot) except NULL
+    cdef const s2pt_memslot *_logging(self, object slot) except NULL
     cdef int _live(self) except -1
     cdef int _fail(self, int rc, uint64_t ipa, uint64_t size, object pa=*, object prot=*,
                    object memattr=*) except -1

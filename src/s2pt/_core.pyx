@@ -9,6 +9,13 @@ cdef extern from "Python.h":
     # its own error class.
     unsigned long long PyLong_AsUnsignedLongLong(object value) noexcept
     unsigned long PyLong_AsUnsignedLong(object value) noexcept
+from cpython.pythread cimport (
+    WAIT_LOCK,
+    PyThread_acquire_lock,
+    PyThread_allocate_lock,
+    PyThread_free_lock,
+    PyThread_release_lock,
+)
 from cpython.buffer cimport PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -20,7 +27,18 @@ from operator import index as _index
 
 import numpy as np
 
-from ._types import FSC_NONE, Access, FaultKind, Mapping, MemAttr, Prot, Translation, WalkStep
+from ._types import (
+    FSC_NONE,
+    Access,
+    FaultKind,
+    FaultOutcome,
+    Mapping,
+    MemAttr,
+    Memslot,
+    Prot,
+    Translation,
+    WalkStep,
+)
 from .errors import (
     AlignmentError,
     ArgumentTypeError,
@@ -39,6 +57,10 @@ from .errors import (
 DEFAULT_POOL_BASE_PA = 0x4000_0000
 #: Default pool size of a VM that gets its own pool; reserved, committed only as it is used.
 DEFAULT_POOL_BYTES = 1 << 30
+# map / unmap of at least this many pages run without the GIL (below it, letting the GIL go
+# and taking it back would cost more than the call).
+cdef enum:
+    _NOGIL_PAGES = 64
 
 TLBI_IPA = S2PT_TLBI_IPA
 TLBI_RANGE = S2PT_TLBI_RANGE
@@ -54,6 +76,7 @@ TLBI_PERM = S2PT_TLBI_PERM
 TLBI_AF = S2PT_TLBI_AF
 TLBI_DESTROY = S2PT_TLBI_DESTROY
 TLBI_OVERFLOW = S2PT_TLBI_OVERFLOW
+TLBI_WRPROTECT = S2PT_TLBI_WRPROTECT
 #: The C core's struct s2pt_tlbi, field for field (the log is copied out in one piece).
 TLBI_DTYPE = np.dtype([("ipa", np.uint64), ("size", np.uint64), ("kind", np.int32),
                        ("level", np.int32), ("reason", np.uint32), ("bbm", np.uint32)])
@@ -62,6 +85,7 @@ if TLBI_DTYPE.itemsize != sizeof(s2pt_tlbi):
 
 # Decoding tables, so a result costs an index instead of an enum lookup.
 _PROT = tuple(Prot(i) for i in range(16))
+_OUTCOME = tuple(FaultOutcome)
 _MEMATTR = tuple(MemAttr(i) if i in MemAttr._value2member_map_ else i
                  for i in range(S2PT_MEMATTR_RESERVED + 16))
 _U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
@@ -103,10 +127,13 @@ cdef inline uint64_t _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
     return v
 
 
-cdef uint32_t _flags(object fwb, object xnx, object tlbi_range):
-    """S2PT_CONFIG_* bits for the per-VM architecture options."""
+cdef uint32_t _flags(object fwb, object xnx, object tlbi_range, object semantics) except? 0xFFFFFFFF:
+    """S2PT_CONFIG_* bits for the per-VM architecture options and the semantics mode."""
+    if semantics not in ("exact", "kvm"):
+        raise ConfigError(f"semantics must be 'exact' or 'kvm', not {semantics!r}")
     return ((S2PT_CONFIG_FWB if fwb else 0) | (S2PT_CONFIG_XNX if xnx else 0) |
-            (0 if tlbi_range else S2PT_CONFIG_NO_TLBIRANGE))
+            (0 if tlbi_range else S2PT_CONFIG_NO_TLBIRANGE) |
+            (S2PT_CONFIG_KVM if semantics == "kvm" else 0))
 
 
 cdef inline uint32_t _u32(object value, str name) except? 0xFFFFFFFF:
@@ -232,9 +259,10 @@ cdef class Stage2Config:
     """
 
     def __init__(self, ipa_bits=40, granule=4096, pa_bits=48, vmid=1, lpa2=False, *,
-                 fwb=False, xnx=False, tlbi_range=True):
+                 fwb=False, xnx=False, tlbi_range=True, semantics="exact"):
         cdef int rc
-        cdef uint32_t flags = _flags(fwb, xnx, tlbi_range) | (S2PT_CONFIG_LPA2 if lpa2 else 0)
+        cdef uint32_t flags = (_flags(fwb, xnx, tlbi_range, semantics) |
+                               (S2PT_CONFIG_LPA2 if lpa2 else 0))
         rc = s2pt_config_init(&self.cfg, _u32(ipa_bits, "ipa_bits"), _u32(granule, "granule"),
                               _u32(pa_bits, "pa_bits"), _u32(vmid, "vmid"), flags)
         if rc:
@@ -246,7 +274,8 @@ cdef class Stage2Config:
                 f"pa_bits=52 only with 64K or lpa2, lpa2 only with 4K/16K, vmid 0..65535")
 
     @classmethod
-    def from_vtcr(cls, vtcr, vmid=1, *, fwb=False, xnx=False, tlbi_range=True):
+    def from_vtcr(cls, vtcr, vmid=1, *, fwb=False, xnx=False, tlbi_range=True,
+                  semantics="exact"):
         """Decode and validate a VTCR_EL2 value (the level count comes from SL0; DS selects
         the LPA2 format). ``fwb``, ``xnx`` and ``tlbi_range`` are not VTCR fields.
 
@@ -258,7 +287,7 @@ cdef class Stage2Config:
         cdef Stage2Config self = cls.__new__(cls)
         cdef uint64_t value = _u64(vtcr, "vtcr")
         if s2pt_config_from_vtcr(&self.cfg, value, _u32(vmid, "vmid"),
-                                 _flags(fwb, xnx, tlbi_range)):
+                                 _flags(fwb, xnx, tlbi_range, semantics)):
             raise ConfigError(f"VTCR_EL2 value {value:#x} (vmid {vmid}) is not a valid "
                               f"stage-2 configuration for s2pt")
         return self
@@ -271,6 +300,10 @@ cdef class Stage2Config:
     def granule(self): return 1 << self.cfg.granule_shift
     @property
     def vmid(self): return self.cfg.vmid
+    @property
+    def semantics(self):
+        """``"exact"`` (s2pt's exact-range operations) or ``"kvm"`` (KVM's pgtable.c)."""
+        return "kvm" if self.cfg.flags & S2PT_CONFIG_KVM else "exact"
     @property
     def lpa2(self):
         """FEAT_LPA2 descriptors (VTCR_EL2.DS = 1): OA[51:50] in bits 9:8."""
@@ -340,6 +373,8 @@ cdef class Stage2Config:
                         if getattr(self, name))
         if not self.tlbi_range:
             extra += ", tlbi_range=False"
+        if self.cfg.flags & S2PT_CONFIG_KVM:
+            extra += ", semantics='kvm'"
         return (f"Stage2Config(ipa_bits={self.ipa_bits}, granule={self.granule}, "
                 f"pa_bits={self.pa_bits}, vmid={self.vmid}{extra}, levels={self.levels}, "
                 f"start_level={self.start_level}, root_tables={self.root_tables}, "
@@ -372,7 +407,7 @@ def translate_image(image, image_pa, vtcr, vttbr, ipa, access=Access.READ, *, fw
     if words.shape[0] == 0:
         raise RangeError("image is empty")
     rc = s2pt_translate_image(&words[0], base, <uint64_t>words.shape[0] * 8, v, t,
-                              _flags(fwb, xnx, True), i, acc, &out, &f)
+                              _flags(fwb, xnx, True, "exact"), i, acc, &out, &f)
     if rc == 0:
         return Translation(out.pa, out.level, out.size, _PROT[out.prot],
                            _MEMATTR[out.memattr], bool(out.af), out.pte, out.sw)
@@ -399,6 +434,10 @@ cdef class PagePool:
     def __cinit__(self):
         self.mem = NULL
         self.meta = NULL
+        self.busy = 0
+        self.lock = PyThread_allocate_lock()
+        if self.lock == NULL:
+            raise MemoryError("cannot allocate the pool's lock")
 
     def __init__(self, pages, granule=4096, base_pa=None):
         cdef uint64_t npages = _u64(pages, "pages")
@@ -434,6 +473,18 @@ cdef class PagePool:
     def __dealloc__(self):
         # VMs keep their pool alive, so no page table can outlive this memory.
         self._release()
+        if self.lock != NULL:
+            PyThread_free_lock(self.lock)
+
+    cdef int _wait(self) except -1:
+        """Wait, without the GIL, until no thread runs a GIL-free call on this pool. ``busy``
+        changes only with the GIL held, so once it reads 0 here nobody is inside one, and
+        nobody can enter one before this thread lets the GIL go again."""
+        while self.busy:
+            with nogil:
+                PyThread_acquire_lock(self.lock, WAIT_LOCK)
+                PyThread_release_lock(self.lock)
+        return 0
 
     cdef int _ready(self) except -1:
         if self.mem == NULL:
@@ -517,12 +568,15 @@ cdef class Stage2:
     def __cinit__(self):
         self.events = NULL
         memset(&self.pt, 0, sizeof(self.pt))
+        memset(&self.mmu, 0, sizeof(self.mmu))
         self.pt.destroyed = 1
 
     def __init__(self, ipa_bits=40, granule=4096, pa_bits=48, vmid=1, lpa2=False, pool=None,
-                 *, fwb=False, xnx=False, tlbi_range=True, tlbi_capacity=4096):
+                 *, fwb=False, xnx=False, tlbi_range=True, tlbi_capacity=4096,
+                 semantics="exact"):
         self._setup(Stage2Config(ipa_bits, granule, pa_bits, vmid, lpa2, fwb=fwb, xnx=xnx,
-                                 tlbi_range=tlbi_range), pool, tlbi_capacity)
+                                 tlbi_range=tlbi_range, semantics=semantics), pool,
+                    tlbi_capacity)
 
     @classmethod
     def from_config(cls, Stage2Config config not None, pool=None, *, tlbi_capacity=4096):
@@ -567,13 +621,21 @@ cdef class Stage2:
         self.log.count = 0
         self.log.overflowed = 0
         self.pt.tlbi = &self.log
+        s2pt_mmu_init(&self.mmu, &self.pt)
         self.pool = p
         self.config = config
 
     def __dealloc__(self):
         if not self.pt.destroyed:
             s2pt_pgtable_destroy(&self.pt)
+        s2pt_mmu_release(&self.mmu)
         free(self.events)
+
+    cdef inline int _sync(self) except -1:
+        """Wait while another thread runs a GIL-free call on this VM's pool."""
+        if self.pool is not None and self.pool.busy:
+            self.pool._wait()
+        return 0
 
     cdef int _live(self) except -1:
         if self.pt.destroyed:
@@ -643,10 +705,22 @@ cdef class Stage2:
         Raises InvalidArgumentError (prot, memattr, sw, execute on Device), AlignmentError,
         RangeError, PoolExhaustedError, DestroyedError; on error nothing changes.
         """
+        self._sync()
         cdef uint64_t i = _u64(ipa, "ipa"), p = _u64(pa, "pa"), n = _u64(size, "size")
         cdef uint32_t flags = _map_flags(blocks, af, sw)
-        cdef int rc = s2pt_map(&self.pt, i, p, n, _u32(prot, "prot"), _u32(memattr, "memattr"),
-                               flags)
+        cdef uint32_t prot_c = _u32(prot, "prot"), memattr_c = _u32(memattr, "memattr")
+        cdef PagePool pool
+        cdef int rc
+        if n >> self.pt.cfg.granule_shift < _NOGIL_PAGES:
+            rc = s2pt_map(&self.pt, i, p, n, prot_c, memattr_c, flags)
+        else:
+            pool = self.pool
+            pool.busy += 1
+            with nogil:
+                PyThread_acquire_lock(pool.lock, WAIT_LOCK)
+                rc = s2pt_map(&self.pt, i, p, n, prot_c, memattr_c, flags)
+                PyThread_release_lock(pool.lock)
+            pool.busy -= 1
         if rc:
             self._fail(rc, i, n, p, prot, memattr)
 
@@ -654,8 +728,20 @@ cdef class Stage2:
         """Unmap exactly ``[ipa, ipa + size)``; returns the bytes that were mapped and now are
         not. A block covered in part is split so the rest stays mapped (this can need pages);
         every table left empty is freed at once, upward."""
+        self._sync()
         cdef uint64_t i = _u64(ipa, "ipa"), n = _u64(size, "size"), unmapped = 0
-        cdef int rc = s2pt_unmap(&self.pt, i, n, &unmapped)
+        cdef PagePool pool
+        cdef int rc
+        if n >> self.pt.cfg.granule_shift < _NOGIL_PAGES:
+            rc = s2pt_unmap(&self.pt, i, n, &unmapped)
+        else:
+            pool = self.pool
+            pool.busy += 1
+            with nogil:
+                PyThread_acquire_lock(pool.lock, WAIT_LOCK)
+                rc = s2pt_unmap(&self.pt, i, n, &unmapped)
+                PyThread_release_lock(pool.lock)
+            pool.busy -= 1
         if rc:
             self._fail(rc, i, n)
         return unmapped
@@ -681,15 +767,22 @@ cdef class Stage2:
         cdef const uint64_t[::1] size_v = _size_arg(sizes, n, &stride)
         cdef uint32_t flags = _map_flags(blocks, af, sw)
         cdef uint32_t prot_c = _u32(prot, "prot"), memattr_c = _u32(memattr, "memattr")
+        cdef PagePool pool
         cdef int rc
         if pa_v.shape[0] != n:
             raise ArrayError(f"ipas and pas differ in length ({n} and {pa_v.shape[0]})")
         if n == 0:
             self._live()
             return
+        self._sync()
+        pool = self.pool
+        pool.busy += 1
         with nogil:
+            PyThread_acquire_lock(pool.lock, WAIT_LOCK)
             rc = s2pt_map_many(&self.pt, &ipa_v[0], &pa_v[0], &size_v[0], stride, <size_t>n,
                                prot_c, memattr_c, flags, &done)
+            PyThread_release_lock(pool.lock)
+        pool.busy -= 1
         if rc:
             self._fail_at(rc, done, ipa_v[done], size_v[done * stride], pa_v[done], prot,
                           memattr)
@@ -704,13 +797,20 @@ cdef class Stage2:
         cdef size_t stride, done = 0
         cdef const uint64_t[::1] size_v = _size_arg(sizes, n, &stride)
         cdef uint64_t unmapped = 0
+        cdef PagePool pool
         cdef int rc
         if n == 0:
             self._live()
             return 0
+        self._sync()
+        pool = self.pool
+        pool.busy += 1
         with nogil:
+            PyThread_acquire_lock(pool.lock, WAIT_LOCK)
             rc = s2pt_unmap_many(&self.pt, &ipa_v[0], &size_v[0], stride, <size_t>n, &unmapped,
                                  &done)
+            PyThread_release_lock(pool.lock)
+        pool.busy -= 1
         if rc:
             self._fail_at(rc, done, ipa_v[done], size_v[done * stride])
         return unmapped
@@ -727,6 +827,7 @@ cdef class Stage2:
     def protect(self, ipa, size, prot):
         """Set the permissions of every mapped leaf in ``[ipa, ipa + size)``; holes stay
         holes, a block covered in part whose permissions change is split first."""
+        self._sync()
         cdef uint64_t i = _u64(ipa, "ipa"), n = _u64(size, "size")
         cdef int rc = s2pt_protect(&self.pt, i, n, _u32(prot, "prot"))
         if rc:
@@ -738,6 +839,7 @@ cdef class Stage2:
         test_clear_young). Returns how many of those leaves had the flag set before. Clearing
         it logs an IPA invalidation per leaf that had it; setting it logs none (an entry with
         AF clear is never held in a TLB)."""
+        self._sync()
         cdef uint64_t i = _u64(ipa, "ipa"), n = _u64(size, "size"), young = 0
         cdef int rc = s2pt_set_af(&self.pt, i, n, 1 if af else 0, &young)
         if rc:
@@ -752,6 +854,7 @@ cdef class Stage2:
         set_owner (force_pte): mappings in the range are removed (a TLB event per valid
         leaf, a SPLIT for a block covered in part or whole, whose rest stays mapped).
         :meth:`unmap` clears annotations; :meth:`map` replaces them."""
+        self._sync()
         cdef uint64_t i = _u64(ipa, "ipa"), n = _u64(size, "size")
         cdef int rc = s2pt_set_owner(&self.pt, i, n, _u32(owner, "owner"))
         if rc == S2PT_EINVAL:
@@ -762,11 +865,349 @@ cdef class Stage2:
     def owner(self, ipa):
         """The owner id annotating ``ipa``'s entry, or 0 (mapped, empty, or outside the IPA
         space)."""
+        self._sync()
         cdef uint32_t who = 0
         cdef int rc = s2pt_owner(&self.pt, _u64(ipa, "ipa"), &who)
         if rc:
             _raise(rc)
         return who
+
+    # -- GIL-free calls -------------------------------------------------------------------
+    cdef inline PyThread_type_lock _go(self) except NULL:
+        """Enter a GIL-free call: this VM must be live; the pool is marked busy (so calls that
+        keep the GIL wait) and its lock is returned, to be taken once the GIL is let go."""
+        self._live()
+        self._sync()
+        self.pool.busy += 1
+        return self.pool.lock
+
+    cdef inline void _back(self) noexcept:
+        self.pool.busy -= 1
+
+    # -- KVM's leaf operations --------------------------------------------------------------
+    @property
+    def semantics(self):
+        """``"exact"`` or ``"kvm"``: how map / unmap / protect / wrprotect / split treat a leaf
+        the range covers in part (README "Two semantics")."""
+        return "kvm" if self.pt.cfg.flags & S2PT_CONFIG_KVM else "exact"
+
+    def wrprotect(self, ipa, size):
+        """Clear the write permission of every valid leaf in ``[ipa, ipa + size)``
+        (kvm_pgtable_stage2_wrprotect); returns the bytes that were writable and now are not.
+        Exact semantics split a writable block covered in part (so this can need pages);
+        ``semantics="kvm"`` changes whole leaves. No TLB event for the change itself: like
+        KVM, the caller flushes (the memslot layer records a TLBI_WRPROTECT range)."""
+        cdef uint64_t i = _u64(ipa, "ipa"), n = _u64(size, "size"), changed = 0
+        cdef uint32_t flags = S2PT_LEAF_WHOLE if self.pt.cfg.flags & S2PT_CONFIG_KVM else 0
+        cdef PyThread_type_lock lock = self._go()
+        cdef int rc
+        with nogil:
+            PyThread_acquire_lock(lock, WAIT_LOCK)
+            rc = s2pt_wrprotect(&self.pt, i, n, flags, &changed)
+            PyThread_release_lock(lock)
+        self._back()
+        if rc:
+            self._fail(rc, i, n)
+        return changed
+
+    def mkyoung(self, ipa):
+        """Set the access flag of the leaf translating ``ipa`` (any byte address), in place,
+        with no TLB event; False for a hole (kvm_pgtable_stage2_mkyoung)."""
+        self._sync()
+        cdef int found = 0
+        cdef int rc = s2pt_mkyoung(&self.pt, _u64(ipa, "ipa"), &found)
+        if rc:
+            _raise(rc)
+        return bool(found)
+
+    def test_clear_young(self, ipa, size, *, mkold=True):
+        """Whether any valid leaf intersecting ``[ipa, ipa + size)`` has its access flag set;
+        ``mkold`` clears it on each (whole leaves). No TLB events, as in KVM
+        (kvm_pgtable_stage2_test_clear_young)."""
+        cdef uint64_t i = _u64(ipa, "ipa"), n = _u64(size, "size")
+        cdef int old = 1 if mkold else 0, young = 0, rc
+        cdef PyThread_type_lock lock = self._go()
+        with nogil:
+            PyThread_acquire_lock(lock, WAIT_LOCK)
+            rc = s2pt_test_clear_young(&self.pt, i, n, old, &young)
+            PyThread_release_lock(lock)
+        self._back()
+        if rc:
+            self._fail(rc, i, n)
+        return bool(young)
+
+    def young(self, ipa, size, *, clear=False):
+        """Bitmap (uint64 words, KVM's dirty-bitmap layout) of the granule pages of
+        ``[ipa, ipa + size)`` that lie in a leaf whose access flag is set; ``clear`` clears
+        those flags (whole leaves, no TLB events). ``s2pt.bitmap_pages`` lists the pages."""
+        cdef uint64_t i = _u64(ipa, "ipa"), n = _u64(size, "size")
+        cdef int c = 1 if clear else 0, rc
+        cdef uint64_t[::1] words
+        cdef PyThread_type_lock lock
+        self._live()
+        out = np.empty(max(1, ((n >> self.pt.cfg.granule_shift) + 63) // 64), dtype=np.uint64)
+        words = out
+        lock = self._go()
+        with nogil:
+            PyThread_acquire_lock(lock, WAIT_LOCK)
+            rc = s2pt_young_bitmap(&self.pt, i, n, c, &words[0])
+            PyThread_release_lock(lock)
+        self._back()
+        if rc:
+            self._fail(rc, i, n)
+        return out[:((n >> self.pt.cfg.granule_shift) + 63) // 64]
+
+    def relax_perms(self, ipa, prot):
+        """Add ``prot`` to the permissions of the leaf translating ``ipa`` (never removes
+        any); False for a hole (kvm_pgtable_stage2_relax_perms). Records one TLBI_PERM IPA
+        event at the leaf's level whenever a leaf was found, as KVM flushes the local TLB."""
+        self._sync()
+        cdef int found = 0
+        cdef int rc = s2pt_relax_perms(&self.pt, _u64(ipa, "ipa"), _u32(prot, "prot"), &found)
+        if rc == S2PT_EINVAL:
+            raise InvalidArgumentError(
+                f"prot={prot!r}: a Prot whose union with the leaf's permissions this VM can "
+                f"express (PX and UX together unless xnx=True), no execute on Device memory")
+        if rc:
+            _raise(rc)
+        return bool(found)
+
+    def split(self, ipa, size):
+        """Eager split (kvm_pgtable_stage2_split): every valid block in ``[ipa, ipa + size)``
+        becomes last-level pages with the same outputs and attributes; returns the table
+        pages allocated. A block covered in part: only its part in the range is split to
+        pages (``semantics="kvm"``: the whole block). One TLBI_SPLIT event per block."""
+        cdef uint64_t i = _u64(ipa, "ipa"), n = _u64(size, "size"), tables = 0
+        cdef PyThread_type_lock lock = self._go()
+        cdef int rc
+        with nogil:
+            PyThread_acquire_lock(lock, WAIT_LOCK)
+            rc = s2pt_split(&self.pt, i, n, &tables)
+            PyThread_release_lock(lock)
+        self._back()
+        if rc:
+            self._fail(rc, i, n)
+        return tables
+
+    def collapse(self, ipa, size):
+        """The reverse of split: every aligned block span inside ``[ipa, ipa + size)`` whose
+        leaves are one contiguous output run with identical attributes becomes one block, its
+        tables freed (bottom-up, so pages can become a 1 GiB block in one call); returns the
+        blocks made. Translations do not change. One TLBI_COALESCE event per block."""
+        cdef uint64_t i = _u64(ipa, "ipa"), n = _u64(size, "size"), blocks = 0
+        cdef PyThread_type_lock lock = self._go()
+        cdef int rc
+        with nogil:
+            PyThread_acquire_lock(lock, WAIT_LOCK)
+            rc = s2pt_collapse(&self.pt, i, n, &blocks)
+            PyThread_release_lock(lock)
+        self._back()
+        if rc:
+            self._fail(rc, i, n)
+        return blocks
+
+    # -- memslots and guest faults (the MMU layer, csrc/src/mmu.c) --------------------------
+    def add_memslot(self, ipa, pa, size, *, readonly=False, log_dirty=False, backing=None):
+        """Add a memory slot (KVM_SET_USER_MEMORY_REGION): guest IPAs ``[ipa, ipa + size)``
+        backed by host PAs ``[pa, pa + size)`` in host pages of ``backing`` bytes (the
+        granule by default; a block size of the VM for THP / hugetlb backing). Maps nothing:
+        guest faults fill the tables. Returns the slot's id (the lowest free one).
+
+        Raises AlignmentError, RangeError (outside the IPA / PA space, or overlapping a slot),
+        InvalidArgumentError (size 0, backing not a leaf size of this VM, readonly with
+        log_dirty, too many slots)."""
+        self._sync()
+        cdef uint64_t i = _u64(ipa, "ipa"), p = _u64(pa, "pa"), n = _u64(size, "size")
+        cdef uint64_t b = (1 << self.pt.cfg.granule_shift) if backing is None else _u64(backing, "backing")
+        cdef uint32_t flags = ((S2PT_MEMSLOT_READONLY if readonly else 0) |
+                               (S2PT_MEMSLOT_LOG_DIRTY if log_dirty else 0))
+        cdef uint32_t slot = 0
+        cdef int rc = s2pt_memslot_add(&self.mmu, i, p, n, flags, b, &slot)
+        if rc == S2PT_EINVAL:
+            sizes = [self.config.level_size(lv) for lv in range(self.pt.cfg.min_block_level, 4)]
+            raise InvalidArgumentError(
+                f"memslot size={n:#x}, backing={b:#x}, readonly={bool(readonly)}, "
+                f"log_dirty={bool(log_dirty)}: size must be > 0, backing one of "
+                f"{[hex(x) for x in sizes]}, a read-only slot cannot log dirty pages, and at "
+                f"most 32764 slots")
+        if rc == S2PT_ERANGE:
+            raise RangeError(
+                f"memslot [{i:#x}, +{n:#x}) -> [{p:#x}, +{n:#x}) must lie within the "
+                f"{self.pt.cfg.ipa_bits}-bit IPA and {self.pt.cfg.pa_bits}-bit PA spaces and "
+                f"not overlap another slot")
+        if rc:
+            self._fail(rc, i, n, p)
+        return slot
+
+    cdef const s2pt_memslot *_slot(self, object slot) except NULL:
+        cdef const s2pt_memslot *s
+        self._live()
+        s = s2pt_memslot_find(&self.mmu, _u32(slot, "slot"))
+        if s == NULL:
+            raise InvalidArgumentError(f"no memslot with id {slot!r}")
+        return s
+
+    def delete_memslot(self, slot):
+        """Remove a slot: its range is unmapped (emptied tables freed) and its dirty log goes.
+        On error (PoolExhaustedError splitting a block of your own that crosses the slot's
+        edge, exact semantics) nothing changes."""
+        self._sync()
+        cdef const s2pt_memslot *s = self._slot(slot)
+        cdef uint64_t i = s.ipa, n = s.size
+        cdef int rc = s2pt_memslot_delete(&self.mmu, s.id)
+        if rc:
+            self._fail(rc, i, n)
+
+    def memslots(self):
+        """The slots, as :class:`Memslot` records in IPA order."""
+        cdef uint32_t k
+        self._live()
+        return [Memslot(self.mmu.slots[k].id, self.mmu.slots[k].ipa, self.mmu.slots[k].pa,
+                        self.mmu.slots[k].size,
+                        bool(self.mmu.slots[k].flags & S2PT_MEMSLOT_READONLY),
+                        bool(self.mmu.slots[k].flags & S2PT_MEMSLOT_LOG_DIRTY),
+                        self.mmu.slots[k].backing)
+                for k in range(self.mmu.nslots)]
+
+    def set_log_dirty(self, slot, enable, *, eager_split=False):
+        """Dirty logging on or off (KVM_MEM_LOG_DIRTY_PAGES). On: the slot's leaves lose write
+        permission (whole leaves, then one TLBI_WRPROTECT event over the slot), faults map
+        pages only and writes mark pages dirty; ``eager_split`` first splits the slot's blocks
+        to pages (KVM_CAP_ARM_EAGER_SPLIT_CHUNK_SIZE; PoolExhaustedError changes nothing). Off:
+        the bitmap is dropped, the tables stay as they are. Logging a read-only slot is an
+        InvalidArgumentError."""
+        cdef const s2pt_memslot *s = self._slot(slot)
+        cdef uint32_t id_ = s.id, flags = S2PT_LOG_EAGER_SPLIT if eager_split else 0
+        cdef uint64_t i = s.ipa, n = s.size
+        cdef int on = 1 if enable else 0, rc
+        cdef PyThread_type_lock lock = self._go()
+        with nogil:
+            PyThread_acquire_lock(lock, WAIT_LOCK)
+            rc = s2pt_set_log_dirty(&self.mmu, id_, on, flags)
+            PyThread_release_lock(lock)
+        self._back()
+        if rc == S2PT_EINVAL:
+            raise InvalidArgumentError(f"memslot {slot} is read-only: it cannot log dirty pages")
+        if rc:
+            self._fail(rc, i, n)
+
+    cdef const s2pt_memslot *_logging(self, object slot) except NULL:
+        cdef const s2pt_memslot *s = self._slot(slot)
+        if not s.flags & S2PT_MEMSLOT_LOG_DIRTY:
+            raise InvalidArgumentError(f"memslot {slot} does not log dirty pages")
+        return s
+
+    def get_dirty_log(self, slot, *, clear=True):
+        """The slot's dirty bitmap (KVM_GET_DIRTY_LOG; uint64 words, bit ``i % 64`` of word
+        ``i // 64`` is page ``i``). ``clear`` clears it and write-protects the returned pages
+        again (per word, from its lowest to its highest set page, whole leaves; one
+        TLBI_WRPROTECT event over the slot), as KVM_CLEAR_DIRTY_LOG does. The cost follows the
+        dirty pages, plus a zero fill of the returned bitmap."""
+        cdef const s2pt_memslot *s = self._logging(slot)
+        cdef uint32_t id_ = s.id
+        cdef int c = 1 if clear else 0, rc
+        cdef uint64_t[::1] words
+        cdef PyThread_type_lock lock
+        out = np.empty(((s.size >> self.pt.cfg.granule_shift) + 63) // 64, dtype=np.uint64)
+        words = out
+        lock = self._go()
+        with nogil:
+            PyThread_acquire_lock(lock, WAIT_LOCK)
+            rc = s2pt_get_dirty_log(&self.mmu, id_, &words[0], c)
+            PyThread_release_lock(lock)
+        self._back()
+        if rc:
+            _raise(rc)
+        return out
+
+    def clear_dirty_log(self, slot, first_page, mask):
+        """KVM_CLEAR_DIRTY_LOG: clear the dirty bits set in ``mask`` (an int for 64 pages, or
+        a uint64 array, one word per 64 pages) from page ``first_page`` (a multiple of 64) of
+        the slot, and write-protect those pages again (one TLBI_WRPROTECT event)."""
+        cdef const s2pt_memslot *s = self._logging(slot)
+        cdef uint32_t id_ = s.id
+        cdef uint64_t first = _u64(first_page, "first_page"), one
+        cdef const uint64_t[::1] words
+        cdef int rc
+        if isinstance(mask, (np.ndarray, list, tuple)):
+            words = _u64_array(mask, "mask")
+        else:
+            one = _u64(mask, "mask")
+            words = np.array([one], dtype=np.uint64)
+        if first & 63:
+            raise InvalidArgumentError(f"first_page={first} must be a multiple of 64")
+        lock = self._go()
+        with nogil:
+            PyThread_acquire_lock(lock, WAIT_LOCK)
+            rc = s2pt_clear_dirty_log(&self.mmu, id_, first,
+                                      &words[0] if words.shape[0] else NULL,
+                                      <size_t>words.shape[0])
+            PyThread_release_lock(lock)
+        self._back()
+        if rc == S2PT_ERANGE:
+            raise RangeError(f"first_page={first} and the mask's set bits must name pages of "
+                             f"memslot {slot} ({s.size >> self.pt.cfg.granule_shift} pages)")
+        if rc:
+            _raise(rc)
+
+    def fault(self, ipa, access):
+        """Run KVM's stage-2 abort handler for one guest access (kvm_handle_guest_abort /
+        user_mem_abort) and return the :class:`FaultOutcome` (``HIT`` if the access does
+        not fault). Raises PoolExhaustedError (nothing changed) if a mapping needs pages the
+        pool does not have."""
+        self._sync()
+        cdef uint32_t outcome = 0
+        cdef uint64_t i = _u64(ipa, "ipa")
+        cdef int rc = s2pt_handle_fault(&self.mmu, i, _u32(access, "access"), &outcome)
+        if rc == 0:
+            return _OUTCOME[outcome]
+        if rc == S2PT_EINVAL:
+            raise InvalidArgumentError(f"access={access!r} must be an Access")
+        self._fail(rc, i & ~((1 << self.pt.cfg.granule_shift) - 1), 1 << self.pt.cfg.granule_shift)
+
+    def access_many(self, ipas, access=Access.READ):
+        """Run guest accesses in order, in C: each is translated; on a stage-2 fault the abort
+        handler runs (as :meth:`fault`) and the access is retried, up to 4 handler runs (an
+        access-flag fault can be followed by a permission fault); MMIO, PERMISSION and ABORT
+        end it. Returns ``(pa, outcome)``: uint64 PAs (0 where the access exited) and uint8
+        :class:`FaultOutcome` codes of the last handler run (HIT where none ran). A
+        PoolExhaustedError carries ``index``; the accesses before it stay applied."""
+        cdef const uint64_t[::1] src = _u64_array(ipas)
+        cdef uint32_t acc = _u32(access, "access")
+        cdef Py_ssize_t n = src.shape[0]
+        cdef uint64_t[::1] pa_v
+        cdef uint8_t[::1] oc_v
+        cdef size_t done = 0
+        cdef PyThread_type_lock lock
+        cdef int rc = 0
+        self._live()
+        if acc > S2PT_ACCESS_EXEC_EL0:
+            raise InvalidArgumentError(f"access={access!r} must be an Access")
+        pa, outcome = np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint8)
+        if n == 0:
+            return pa, outcome
+        pa_v, oc_v = pa, outcome
+        lock = self._go()
+        with nogil:
+            PyThread_acquire_lock(lock, WAIT_LOCK)
+            rc = s2pt_access_many(&self.mmu, &src[0], <size_t>n, acc, &pa_v[0], &oc_v[0],
+                                  &done)
+            PyThread_release_lock(lock)
+        self._back()
+        if rc:
+            self._fail_at(rc, done, src[done] & ~((1 << self.pt.cfg.granule_shift) - 1),
+                          1 << self.pt.cfg.granule_shift)
+        return pa, outcome
+
+    def fault_counts(self, clear=False):
+        """Handler runs per :class:`FaultOutcome` since the VM was made (or last cleared);
+        ``HIT`` counts the accesses that needed no handler."""
+        cdef int k
+        self._live()
+        counts = {_OUTCOME[k]: self.mmu.counts[k] for k in range(S2PT_OUTCOME__COUNT)}
+        if clear:
+            memset(self.mmu.counts, 0, sizeof(self.mmu.counts))
+        return counts
 
     cdef int _fail(self, int rc, uint64_t ipa, uint64_t size, object pa=None, object prot=None,
                    object memattr=None) except -1:
@@ -798,6 +1239,7 @@ cdef class Stage2:
         ESR fault status code hardware would report: translation (at the level the walk
         stopped; level 0 above the IPA size), then access flag, then permission (leaf level).
         """
+        self._sync()
         cdef s2pt_translation t
         cdef s2pt_fault f
         cdef uint64_t i = _u64(ipa, "ipa")
@@ -813,6 +1255,7 @@ cdef class Stage2:
 
     def lookup(self, ipa):
         """The leaf translating ``ipa`` (no access-flag or permission check), or None."""
+        self._sync()
         cdef s2pt_translation t
         cdef s2pt_fault f
         cdef int rc = s2pt_lookup(&self.pt, _u64(ipa, "ipa"), &t, &f)
@@ -837,6 +1280,7 @@ cdef class Stage2:
         cdef Py_ssize_t n = src.shape[0]
         cdef uint64_t[::1] pa_v
         cdef uint8_t[::1] fsc_v
+        cdef PagePool pool
         cdef int64_t rc
         self._live()
         if out is None:
@@ -847,14 +1291,21 @@ cdef class Stage2:
         if acc > S2PT_ACCESS_EXEC_EL0:
             raise InvalidArgumentError(f"access={access!r} must be an Access")
         if n:
+            self._sync()
+            pool = self.pool
+            pool.busy += 1
             with nogil:
+                PyThread_acquire_lock(pool.lock, WAIT_LOCK)
                 rc = s2pt_translate_many(&self.pt, &src[0], n, acc, &pa_v[0], &fsc_v[0])
+                PyThread_release_lock(pool.lock)
+            pool.busy -= 1
             if rc < 0:
                 _raise(<int>rc)
         return pa, fsc
 
     def walk(self, ipa):
         """Every descriptor the walk of ``ipa`` reads, root first, as :class:`WalkStep`."""
+        self._sync()
         cdef s2pt_walk_step steps[4]
         cdef uint32_t n = 0, k
         cdef int rc = s2pt_walk_path(&self.pt, _u64(ipa, "ipa"), steps, &n)
@@ -867,6 +1318,7 @@ cdef class Stage2:
         """Iterate over the valid leaves intersecting ``[ipa, ipa + size)`` in IPA order, one
         :class:`Mapping` per leaf (whole leaves, even where they extend past the range).
         ``size=None`` means up to the top of the IPA space."""
+        self._sync()
         cdef uint64_t start = _u64(ipa, "ipa"), n
         cdef uint64_t top = (<uint64_t>1) << self.pt.cfg.ipa_bits
         self._live()
@@ -901,6 +1353,7 @@ cdef class Stage2:
         """Shape of the tables: ``table_pages`` (roots included), ``table_pages_by_level``,
         ``leaves_by_level`` (valid leaves), ``mapped_bytes`` and ``annotated_bytes`` (owner
         annotations)."""
+        self._sync()
         cdef s2pt_stats_t st
         cdef int rc = s2pt_stats(&self.pt, &st)
         cdef int level
@@ -920,6 +1373,7 @@ cdef class Stage2:
     def check(self):
         """Verify every invariant (counts, reachability, ownership, descriptor sanity, the
         pool's free list); raises :class:`InvariantError` describing the first violation."""
+        self._sync()
         cdef char msg[256]
         cdef int rc = s2pt_check(&self.pt, msg, sizeof(msg))
         if rc == S2PT_EINVARIANT:
@@ -936,6 +1390,7 @@ cdef class Stage2:
         the new entry was written after it). When more happened than the log holds, it holds
         one TLBI_VMID event instead. ``clear`` empties the log. Which operation logs what is
         in README.md ("TLB events") and in s2pt.h."""
+        self._sync()
         cdef uint8_t[::1] raw
         out = np.empty(self.log.count, dtype=TLBI_DTYPE)
         if self.log.count:
@@ -949,6 +1404,7 @@ cdef class Stage2:
     def destroy(self):
         """Free every table page (roots included) back to the pool. Further use of this VM
         raises DestroyedError; destroying twice is harmless."""
+        self._sync()
         if not self.pt.destroyed:
             s2pt_pgtable_destroy(&self.pt)
 

@@ -36,6 +36,7 @@ cdef extern from "s2pt/s2pt.h" nogil:
         S2PT_CONFIG_FWB
         S2PT_CONFIG_XNX
         S2PT_CONFIG_NO_TLBIRANGE
+        S2PT_CONFIG_KVM
         S2PT_MAP_NO_BLOCKS
         S2PT_MAP_NO_AF
         S2PT_MAP_SW_SHIFT
@@ -53,6 +54,8 @@ cdef extern from "s2pt/s2pt.h" nogil:
         S2PT_TLBI_AF
         S2PT_TLBI_DESTROY
         S2PT_TLBI_OVERFLOW
+        S2PT_TLBI_WRPROTECT
+        S2PT_LEAF_WHOLE
 
     struct s2pt_fault:
         uint32_t kind
@@ -141,6 +144,7 @@ cdef extern from "s2pt/s2pt.h" nogil:
         uint32_t table_pages
         uint32_t allocs
         s2pt_tlbi_log *tlbi
+        uint64_t frees
         int destroyed
 
     int s2pt_pgtable_init(s2pt_pgtable *pt, const s2pt_config *cfg, s2pt_pool *pool)
@@ -157,6 +161,17 @@ cdef extern from "s2pt/s2pt.h" nogil:
                         size_t size_stride, size_t n, uint64_t *unmapped, size_t *done) nogil
     int s2pt_protect(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t prot)
     int s2pt_set_af(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, int af, uint64_t *young)
+    int s2pt_get_leaf(s2pt_pgtable *pt, uint64_t ipa, uint64_t **ptep, int *level)
+    int s2pt_wrprotect(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t flags,
+                       uint64_t *changed)
+    int s2pt_mkyoung(s2pt_pgtable *pt, uint64_t ipa, int *found)
+    int s2pt_test_clear_young(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, int mkold,
+                              int *young)
+    int s2pt_young_bitmap(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, int clear,
+                          uint64_t *bitmap)
+    int s2pt_relax_perms(s2pt_pgtable *pt, uint64_t ipa, uint32_t prot, int *found)
+    int s2pt_split(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *tables)
+    int s2pt_collapse(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *blocks)
     int s2pt_set_owner(s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t owner)
     int s2pt_owner(const s2pt_pgtable *pt, uint64_t ipa, uint32_t *owner)
     int s2pt_translate(const s2pt_pgtable *pt, uint64_t ipa, uint32_t access,
@@ -202,3 +217,48 @@ cdef extern from "s2pt/s2pt.h" nogil:
 
     int s2pt_stats(const s2pt_pgtable *pt, s2pt_stats_t *out)
     int s2pt_check(const s2pt_pgtable *pt, char *msg, size_t msg_len)
+
+
+# csrc/include/s2pt/mmu.h: KVM's MMU layer above the engine.
+cdef extern from "s2pt/mmu.h" nogil:
+    enum:
+        S2PT_OUTCOME_HIT
+        S2PT_OUTCOME__COUNT
+        S2PT_MEMSLOT_READONLY
+        S2PT_MEMSLOT_LOG_DIRTY
+        S2PT_LOG_EAGER_SPLIT
+
+    struct s2pt_memslot:
+        uint64_t ipa
+        uint64_t pa
+        uint64_t size
+        uint64_t backing
+        uint32_t id
+        uint32_t flags
+        uint64_t *dirty
+        uint32_t *dirty_words
+        uint64_t **dirty_ptep
+        uint32_t ndirty
+        uint64_t frees_at
+
+    struct s2pt_mmu:
+        s2pt_pgtable *pt
+        s2pt_memslot *slots
+        uint32_t nslots
+        uint32_t cap
+        uint32_t last
+        uint64_t counts[8]
+
+    void s2pt_mmu_init(s2pt_mmu *mmu, s2pt_pgtable *pt)
+    void s2pt_mmu_release(s2pt_mmu *mmu)
+    int s2pt_memslot_add(s2pt_mmu *mmu, uint64_t ipa, uint64_t pa, uint64_t size,
+                         uint32_t flags, uint64_t backing, uint32_t *id)
+    int s2pt_memslot_delete(s2pt_mmu *mmu, uint32_t id)
+    const s2pt_memslot *s2pt_memslot_find(const s2pt_mmu *mmu, uint32_t id)
+    int s2pt_set_log_dirty(s2pt_mmu *mmu, uint32_t id, int enable, uint32_t flags)
+    int s2pt_get_dirty_log(s2pt_mmu *mmu, uint32_t id, uint64_t *bitmap, int clear)
+    int s2pt_clear_dirty_log(s2pt_mmu *mmu, uint32_t id, uint64_t first_page,
+                             const uint64_t *mask, size_t nwords)
+    int s2pt_handle_fault(s2pt_mmu *mmu, uint64_t ipa, uint32_t access, uint32_t *outcome)
+    int s2pt_access_many(s2pt_mmu *mmu, const uint64_t *ipas, size_t n, uint32_t access,
+                         uint64_t *pa_out, uint8_t *outcome_out, size_t *done)

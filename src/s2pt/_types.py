@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
+import numpy as np
+
 __all__ = [
     "Prot",
     "Access",
@@ -14,6 +16,9 @@ __all__ = [
     "Translation",
     "WalkStep",
     "Mapping",
+    "FaultOutcome",
+    "Memslot",
+    "bitmap_pages",
 ]
 
 #: ``fsc[i]`` value in :meth:`Stage2.translate_many` for an IPA that did not fault (not a valid
@@ -140,3 +145,51 @@ class Mapping(NamedTuple):
         return (f"Mapping(ipa={self.ipa:#x}, pa={self.pa:#x}, size={self.size:#x}, "
                 f"level={self.level}, prot={self.prot!r}, memattr={self.memattr!r}, af={self.af}, "
                 f"sw={self.sw})")
+
+
+class FaultOutcome(enum.IntEnum):
+    """What the stage-2 abort handler (:meth:`Stage2.fault`, :meth:`Stage2.access_many`) did
+    for one guest access, as KVM's ``kvm_handle_guest_abort`` / ``user_mem_abort`` would.
+    The values are the C core's ``S2PT_OUTCOME_*``."""
+
+    HIT = 0  #: no stage-2 fault: the access translated, nothing changed
+    #: translation fault resolved by mapping (or a permission fault whose mapping size
+    #: differs from the faulting leaf's, e.g. a block over pages once logging stopped)
+    MAPPED = 1
+    #: write to a write-protected page of a dirty-logged slot: marked dirty and made writable
+    #: at page granularity (relax_perms on a page; a block gets a page mapped into it)
+    DIRTY = 2
+    RELAXED = 3  #: permission fault resolved by relax_perms (same leaf size)
+    YOUNG = 4  #: access-flag fault resolved by mkyoung
+    #: exit to user space: no memslot at the IPA, or a write to a read-only slot
+    MMIO = 5
+    #: the entry is an owner annotation (set_owner): not the MMU's to map; nothing changed
+    PERMISSION = 6
+    #: KVM injects an abort into the guest: an instruction fetch outside every memslot
+    #: (kvm_inject_pabt) or an IPA beyond the VM's IPA size (kvm_inject_size_fault)
+    ABORT = 7
+
+
+class Memslot(NamedTuple):
+    """One memory slot (``KVM_SET_USER_MEMORY_REGION``): guest IPAs ``[ipa, ipa + size)``
+    backed by host PAs ``[pa, pa + size)`` in pages of ``backing`` bytes."""
+
+    id: int
+    ipa: int
+    pa: int
+    size: int
+    readonly: bool
+    log_dirty: bool
+    backing: int
+
+    def __repr__(self) -> str:
+        return (f"Memslot(id={self.id}, ipa={self.ipa:#x}, pa={self.pa:#x}, size={self.size:#x}, "
+                f"readonly={self.readonly}, log_dirty={self.log_dirty}, backing={self.backing:#x})")
+
+
+def bitmap_pages(bitmap) -> np.ndarray:
+    """The page indices (ascending, uint64) whose bits are set in a KVM-layout bitmap: bit
+    ``i % 64`` of uint64 word ``i // 64`` stands for page ``i``."""
+    words = np.ascontiguousarray(bitmap, dtype="<u8")
+    bits = np.unpackbits(words.view(np.uint8), bitorder="little")
+    return np.flatnonzero(bits).astype(np.uint64)

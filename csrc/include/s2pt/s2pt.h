@@ -195,6 +195,13 @@ struct s2pt_config {
 #define S2PT_CONFIG_FWB 0x2u  /* HCR_EL2.FWB = 1: FWB MemAttr encodings */
 #define S2PT_CONFIG_XNX 0x4u  /* FEAT_XNX: separate EL1 / EL0 execute (PX without UX, ...) */
 #define S2PT_CONFIG_NO_TLBIRANGE 0x8u /* the CPU lacks FEAT_TLBIRANGE (see the TLB events) */
+/*
+ * Software policy, not architecture: map, unmap, protect, wrprotect and split behave as KVM's
+ * pgtable.c does (whole-leaf unmap, a block replaced by a table holding only the new mapping,
+ * a permission-only remap left unchanged for relax_perms, the deferred range flush always
+ * issued) instead of s2pt's exact-range semantics. See README "Two semantics".
+ */
+#define S2PT_CONFIG_KVM 0x10u
 
 /* VTCR_EL2 fields */
 #define S2PT_VTCR_T0SZ_SHIFT 0
@@ -247,7 +254,7 @@ int s2pt_config_init(struct s2pt_config *cfg, uint32_t ipa_bits, uint32_t granul
  *        taken as the VM's PA size). HA, HD, SL2 and bits above 33 are features s2pt does not
  *        model and are rejected.
  * @vmid: 0..65535; a VMID above 255 needs VS set.
- * @flags: S2PT_CONFIG_FWB, _XNX and _NO_TLBIRANGE (not VTCR fields); LPA2 comes from DS.
+ * @flags: S2PT_CONFIG_FWB, _XNX, _NO_TLBIRANGE and _KVM (not VTCR fields); LPA2 comes from DS.
  *
  * Return: 0, or S2PT_ECONFIG.
  */
@@ -388,6 +395,8 @@ enum s2pt_tlbi_reason {
 	S2PT_TLBI_AF = 7,       /* access flag of a valid leaf cleared in place */
 	S2PT_TLBI_DESTROY = 8,  /* the VM's tables are gone */
 	S2PT_TLBI_OVERFLOW = 9, /* the log was full: this one event stands for all of them */
+	S2PT_TLBI_WRPROTECT = 10, /* write permission removed for dirty logging (the caller's
+				   * flush after write-protecting a memslot or dirty pages) */
 };
 
 /**
@@ -441,6 +450,8 @@ struct s2pt_tlbi_log {
  * @table_pages: pages it holds, roots included.
  * @allocs:      pages allocated by the current operation (checked against the reservation).
  * @tlbi:        optional event log (NULL: no events recorded).
+ * @frees:       table pages freed so far. A pointer to an entry (s2pt_get_leaf()) stays
+ *               valid, and keeps naming the same IPA, for as long as this does not change.
  * @destroyed:   set by s2pt_pgtable_destroy().
  */
 struct s2pt_pgtable {
@@ -453,6 +464,7 @@ struct s2pt_pgtable {
 	uint32_t table_pages;
 	uint32_t allocs;
 	struct s2pt_tlbi_log *tlbi;
+	uint64_t frees;
 	int destroyed;
 };
 
@@ -607,6 +619,100 @@ int s2pt_owner(const struct s2pt_pgtable *pt, uint64_t ipa, uint32_t *owner);
  * Return: 0, S2PT_EALIGN, S2PT_ERANGE, S2PT_EDESTROYED.
  */
 int s2pt_set_af(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, int af, uint64_t *young);
+
+/* ---------------------------------------------------------------------------------------
+ * KVM's leaf operations (kvm_pgtable_stage2_*), on the same walker. Range arguments follow
+ * s2pt_unmap() (granule-aligned, inside the IPA space; size 0 is a no-op). Single-address ones
+ * take any byte address; one at or above 2^ipa_bits is a hole.
+ */
+
+/* s2pt_wrprotect() flags */
+#define S2PT_LEAF_WHOLE 0x1u /* whole leaves that intersect the range, never a split (KVM) */
+
+/**
+ * s2pt_get_leaf() - the entry the walk of @ipa stops at (kvm_pgtable_get_leaf()).
+ * @ptep:  the entry (a valid leaf, an annotation or zero), inside the pool.
+ * @level: its level.
+ * The pointer stays valid, and keeps naming @ipa's entry, while pt->frees does not change.
+ * Return: 0, S2PT_ERANGE (@ipa >= 2^ipa_bits), S2PT_EDESTROYED.
+ */
+int s2pt_get_leaf(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t **ptep, int *level);
+
+/**
+ * s2pt_wrprotect() - clear write permission of every valid leaf in [ipa, ipa + size)
+ * (kvm_pgtable_stage2_wrprotect()).
+ * @flags:   S2PT_LEAF_WHOLE: whole leaves that intersect the range (KVM's behaviour; also
+ *           what S2PT_CONFIG_KVM VMs should pass); otherwise exactly the range: a writable
+ *           block covered in part is split first (SPLIT events), so this can need pages.
+ * @changed: bytes that were writable and now are not (whole leaves with S2PT_LEAF_WHOLE,
+ *           the part inside the range otherwise). NULL ok.
+ * No TLB event for the permission change itself: like KVM, the caller flushes (the MMU layer
+ * records one S2PT_TLBI_WRPROTECT range event per slot).
+ * Return: 0, S2PT_EINVAL (@flags), S2PT_EALIGN, S2PT_ERANGE, S2PT_ENOMEM, S2PT_EDESTROYED.
+ */
+int s2pt_wrprotect(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t flags,
+		   uint64_t *changed);
+
+/**
+ * s2pt_mkyoung() - set the access flag of the valid leaf translating @ipa, in place, with no
+ * invalidation (an entry with AF = 0 is never cached). @found: 1 if there was one.
+ * Return: 0, S2PT_EDESTROYED.
+ */
+int s2pt_mkyoung(struct s2pt_pgtable *pt, uint64_t ipa, int *found);
+
+/**
+ * s2pt_test_clear_young() - whether any valid leaf intersecting [ipa, ipa + size) has its
+ * access flag set (@young); with @mkold the flag is cleared on each (whole leaves). No TLB
+ * events (KVM issues none: a stale young entry only delays the next access-flag fault).
+ * Return: 0, S2PT_EALIGN, S2PT_ERANGE, S2PT_EDESTROYED.
+ */
+int s2pt_test_clear_young(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, int mkold,
+			  int *young);
+
+/**
+ * s2pt_young_bitmap() - one bit per granule page of [ipa, ipa + size): set when the page lies
+ * in a valid leaf whose access flag is set. @bitmap: (size / granule + 63) / 64 words, cleared
+ * first; bit i % 64 of word i / 64 is page i (KVM's dirty-bitmap layout). @clear: clear the
+ * flag of those leaves (whole leaves), without TLB events.
+ * Return: 0, S2PT_EINVAL (NULL bitmap with size > 0), S2PT_EALIGN, S2PT_ERANGE,
+ * S2PT_EDESTROYED.
+ */
+int s2pt_young_bitmap(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, int clear,
+		      uint64_t *bitmap);
+
+/**
+ * s2pt_relax_perms() - add @prot to the permissions of the valid leaf translating @ipa, never
+ * removing any (kvm_pgtable_stage2_relax_perms()); @found: 1 if there was one. Whenever a
+ * leaf was found one IPA event at its level, S2PT_TLBI_PERM, is recorded (KVM invalidates the
+ * local TLB even when nothing changed: the fault may have come from a stale entry).
+ * Return: 0, S2PT_EINVAL (@prot, or a result PX != UX without FEAT_XNX, or execute on a
+ * Device leaf), S2PT_EDESTROYED.
+ */
+int s2pt_relax_perms(struct s2pt_pgtable *pt, uint64_t ipa, uint32_t prot, int *found);
+
+/**
+ * s2pt_split() - eager split (kvm_pgtable_stage2_split()): every valid block in
+ * [ipa, ipa + size) becomes last-level pages with the same output addresses and attributes.
+ * A block covered in part: exactly its part inside the range is split down to pages, the rest
+ * stays as the largest next-level pieces; with S2PT_CONFIG_KVM the whole block is split, as
+ * KVM does. One SPLIT event (break-before-make) per block descriptor replaced. Every page is
+ * reserved first.
+ * @tables: table pages allocated (= block descriptors replaced by tables). NULL ok.
+ * Return: 0, S2PT_EALIGN, S2PT_ERANGE, S2PT_ENOMEM, S2PT_EDESTROYED.
+ */
+int s2pt_split(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *tables);
+
+/**
+ * s2pt_collapse() - the reverse: bottom-up, every table entry at a block level whose span lies
+ * inside [ipa, ipa + size) and whose table holds valid leaves with identical attributes
+ * (permissions, memory type, shareability, AF, software bits) over one contiguous output run
+ * aligned to the span becomes one block, and its subtree is freed. Translations do not change.
+ * One COALESCE event per block made (RANGE of its span; VMID without FEAT_TLBIRANGE), as a
+ * map of a block over a table. Needs no pages.
+ * @blocks: blocks made (a block made of blocks made in the same call counts them all). NULL ok.
+ * Return: 0, S2PT_EALIGN, S2PT_ERANGE, S2PT_EDESTROYED.
+ */
+int s2pt_collapse(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *blocks);
 
 /**
  * s2pt_translate() - the architectural stage-2 walk of one IPA for one access.
