@@ -50,16 +50,18 @@ static int wrprotect_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	uint64_t span = s2pt__span(&ctx->pt->cfg, ctx->level);
 
 	if (visit == S2PT_WALK_LEAF_RUN) {
+		uint64_t n = 0;
+
+		/* Branch-free, so the compiler vectorises it: W goes from valid writable leaves
+		 * (non-zero to non-zero, so the count does not move). */
 		for (uint32_t i = 0; i < ctx->nr; i++) {
 			uint64_t pte = ctx->ptep[i];
+			uint64_t hit = (pte & S2PT_PTE_VALID) & (pte >> 7); /* bit 7: S2AP W */
 
-			/* Valid and writable; non-zero to non-zero, so the count does not move. */
-			if ((pte & (S2PT_PTE_VALID | S2PT_PTE_S2AP_W)) ==
-			    (S2PT_PTE_VALID | S2PT_PTE_S2AP_W)) {
-				ctx->ptep[i] = pte & ~S2PT_PTE_S2AP_W;
-				a->changed += span;
-			}
+			ctx->ptep[i] = pte & ~(hit << 7);
+			n += hit;
 		}
+		a->changed += n * span;
 		return 0;
 	}
 	if (!s2pt_pte_valid(ctx->old) || !(ctx->old & S2PT_PTE_S2AP_W))
@@ -151,6 +153,20 @@ static int young_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	uint64_t span = s2pt__span(&pt->cfg, ctx->level);
 
 	(void)visit;
+	if (!a->bitmap) {
+		/* test_clear_young: branch-free, so the compiler vectorises it. */
+		uint64_t any = 0, keep = a->clear ? ~S2PT_PTE_AF : ~0ull;
+
+		for (uint32_t i = 0; i < ctx->nr; i++) {
+			uint64_t pte = ctx->ptep[i];
+			uint64_t young = (pte & S2PT_PTE_VALID) & (pte >> 10); /* bit 10: AF */
+
+			any |= young;
+			ctx->ptep[i] = pte & (keep | ~(young << 10));
+		}
+		a->young |= (int)any;
+		return 0;
+	}
 	for (uint32_t i = 0; i < ctx->nr; i++) {
 		uint64_t pte = ctx->ptep[i];
 
@@ -359,7 +375,8 @@ static int split_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	return split; /* 1: descend into the new tables */
 }
 
-int s2pt_split(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *tables)
+/* The pages a split of the (validated) range needs; the count walk only reads. */
+static int split_need(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *need)
 {
 	struct split_count c = {0};
 	const struct s2pt_walker count = {
@@ -367,6 +384,26 @@ int s2pt_split(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *t
 		.arg = &c,
 		.flags = S2PT_WALK_LEAF | S2PT_WALK_LEAF_RUN,
 	};
+	int ret = s2pt_walk(pt, ipa, size, &count);
+
+	*need = c.need;
+	return ret;
+}
+
+int s2pt_split_pages(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *pages)
+{
+	int ret;
+
+	*pages = 0;
+	if (pt->destroyed)
+		return S2PT_EDESTROYED;
+	ret = s2pt__check_range(pt, ipa, size);
+	return ret ? ret : split_need(pt, ipa, size, pages);
+}
+
+int s2pt_split(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *tables)
+{
+	uint64_t need = 0;
 	int ret;
 
 	if (tables)
@@ -376,13 +413,12 @@ int s2pt_split(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *t
 	ret = s2pt__check_range(pt, ipa, size);
 	if (ret || size == 0)
 		return ret;
-	/* The walker does not allocate: counting first only reads. */
 	if (!s2pt__bound_settles(pt, ipa, ipa + size)) {
-		ret = s2pt_walk(pt, ipa, size, &count);
+		ret = split_need(pt, ipa, size, &need);
 		if (ret)
 			return ret;
 	}
-	ret = s2pt__walk_reserved(pt, ipa, size, c.need, &split_walker);
+	ret = s2pt__walk_reserved(pt, ipa, size, need, &split_walker);
 	if (tables)
 		*tables = pt->allocs;
 	return ret;

@@ -388,11 +388,13 @@ static int map_check(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, u
 }
 
 /*
- * The common case of callers that map a page per call: the tables down to the last level
- * exist, so the change is one entry and needs no page. Returns 1 when done, 0 when the
- * general path must run (a hole or a block on the way).
+ * The common case of callers that map one leaf per call (a page per call; a fault handler's
+ * page or block): the tables down to the leaf's level exist and the entry there is not a
+ * table, so the change is one entry and needs no page. Returns 1 when done, 0 when the
+ * general path must run (a hole or a block on the way, or a table to coalesce).
  */
-static int map_page_fast(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t attrs)
+static int map_leaf_fast(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t attrs,
+			 int leaf_level)
 {
 	const struct s2pt_config *cfg = &pt->cfg;
 	uint64_t *table = pt->root;
@@ -403,16 +405,18 @@ static int map_page_fast(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uin
 
 		/* The start level indexes the whole concatenated root. */
 		ptep = &table[level == cfg->start_level ? idx : idx & ((1ull << cfg->stride) - 1)];
-		if (level == 3)
+		if (level == leaf_level)
 			break;
 		if (!s2pt_pte_is_table(*ptep, level))
 			return 0;
 		table = s2pt__child(pt, *ptep);
 	}
-	pte = s2pt_leaf_pte(cfg, pa, attrs, 3);
+	if (s2pt_pte_is_table(*ptep, leaf_level))
+		return 0;
+	pte = s2pt_leaf_pte(cfg, pa, attrs, leaf_level);
 	if (*ptep == pte || kvm_keeps(pt, *ptep, pte))
 		return 1; /* already exactly this: no write, no event */
-	s2pt__tlbi_replace(pt, *ptep, pte, ipa, 3);
+	s2pt__tlbi_replace(pt, *ptep, pte, ipa, leaf_level);
 	s2pt__set_pte(pt, ptep, pte);
 	return 1;
 }
@@ -446,8 +450,18 @@ static int map_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_
 				  !(flags & S2PT_MAP_NO_AF),
 				  (flags & S2PT_MAP_SW_MASK) >> S2PT_MAP_SW_SHIFT);
 	pt->allocs = 0;
-	if (size == (1ull << pt->cfg.granule_shift) && map_page_fast(pt, ipa, pa, m.attrs))
-		return 0;
+	/* One leaf: a page, or an aligned block where blocks are allowed (its span is the size). */
+	for (int level = 3; level >= pt->cfg.min_block_level && (level == 3 || m.blocks); level--) {
+		uint64_t span = s2pt__span(&pt->cfg, level);
+
+		if (size == span) {
+			if (!((ipa | pa) & (span - 1)) && map_leaf_fast(pt, ipa, pa, m.attrs, level))
+				return 0;
+			break;
+		}
+		if (size < span)
+			break;
+	}
 	return map_walk(pt, &m, size);
 }
 

@@ -17,10 +17,10 @@ void s2pt_mmu_init(struct s2pt_mmu *mmu, struct s2pt_pgtable *pt)
 static void log_free(struct s2pt_memslot *s)
 {
 	free(s->dirty);
-	free(s->dirty_words);
+	free(s->dirty_sum);
 	free(s->dirty_ptep);
 	s->dirty = NULL;
-	s->dirty_words = NULL;
+	s->dirty_sum = NULL;
 	s->dirty_ptep = NULL;
 	s->ndirty = 0;
 	s->flags &= ~S2PT_MEMSLOT_LOG_DIRTY;
@@ -213,24 +213,34 @@ int s2pt_set_log_dirty(struct s2pt_mmu *mmu, uint32_t id, int enable, uint32_t f
 	if (s->flags & S2PT_MEMSLOT_LOG_DIRTY)
 		return 0;
 	words = slot_words(mmu, s);
-	/* One list entry per bitmap word at most: the fault path never allocates. */
+	/* Everything the fault path and the harvest use, allocated now. */
 	s->dirty = calloc(words, sizeof(*s->dirty));
-	s->dirty_words = malloc(words * sizeof(*s->dirty_words));
+	s->dirty_sum = calloc((words + 63) / 64, sizeof(*s->dirty_sum));
 	s->dirty_ptep = malloc(words * sizeof(*s->dirty_ptep));
-	if (!s->dirty || !s->dirty_words || !s->dirty_ptep) {
+	if (!s->dirty || !s->dirty_sum || !s->dirty_ptep) {
 		log_free(s);
 		return S2PT_ENOMEM;
 	}
 	if (flags & S2PT_LOG_EAGER_SPLIT) {
-		ret = s2pt_split(mmu->pt, s->ipa, s->size, NULL);
+		uint64_t need = 0;
+
+		/* Reserve first, so the split cannot fail once the slot is write-protected. */
+		ret = s2pt_split_pages(mmu->pt, s->ipa, s->size, &need);
+		if (!ret && need > s2pt_pool_free_pages(mmu->pt->pool))
+			ret = S2PT_ENOMEM;
 		if (ret) {
 			log_free(s);
 			return ret;
 		}
 	}
-	/* kvm_mmu_wp_memory_region(): whole leaves, no split, so it cannot fail. */
+	/* kvm_mmu_wp_memory_region(): whole leaves, no split, so it cannot fail. Before the
+	 * split: write-protecting a block costs one entry, its pages 512 (and they inherit it). */
 	ret = s2pt_wrprotect(mmu->pt, s->ipa, s->size, S2PT_LEAF_WHOLE, &changed);
 	S2PT_ASSERT(ret == 0);
+	if (flags & S2PT_LOG_EAGER_SPLIT) {
+		ret = s2pt_split(mmu->pt, s->ipa, s->size, NULL);
+		S2PT_ASSERT(ret == 0);
+	}
 	if (changed)
 		flush_slot(mmu, s);
 	s->ndirty = 0;
@@ -264,7 +274,8 @@ static void mark_dirty(struct s2pt_mmu *mmu, struct s2pt_memslot *s, uint64_t ip
 			ptep = NULL;
 		if (!s->ndirty)
 			s->frees_at = pt->frees;
-		s->dirty_words[s->ndirty++] = (uint32_t)w;
+		s->ndirty++;
+		s->dirty_sum[w >> 6] |= 1ull << (w & 63);
 		s->dirty_ptep[w] = ptep;
 	}
 	s->dirty[w] |= bit;
@@ -283,14 +294,13 @@ static int protect_word(struct s2pt_mmu *mmu, struct s2pt_memslot *s, uint64_t w
 
 	if (ptep && s->frees_at == pt->frees) {
 		/* No table was freed since the entry was recorded: it is still this page's. */
+		/* Branch-free: which pages in the span are still writable is unpredictable. */
 		for (uint32_t i = lo; i <= hi; i++) {
 			uint64_t pte = ptep[i];
+			uint64_t hit = (pte & S2PT_PTE_VALID) & (pte >> 7); /* bit 7: S2AP W */
 
-			if ((pte & (S2PT_PTE_VALID | S2PT_PTE_S2AP_W)) ==
-			    (S2PT_PTE_VALID | S2PT_PTE_S2AP_W)) {
-				ptep[i] = pte & ~S2PT_PTE_S2AP_W;
-				changed = 1;
-			}
+			ptep[i] = pte & ~(hit << 7);
+			changed |= hit;
 		}
 		return (int)changed;
 	}
@@ -320,14 +330,30 @@ int s2pt_get_dirty_log(struct s2pt_mmu *mmu, uint32_t id, uint64_t *bitmap, int 
 	if (ret)
 		return ret;
 	memset(bitmap, 0, slot_words(mmu, s) * sizeof(*bitmap));
-	for (uint32_t k = 0; k < s->ndirty; k++) {
-		uint32_t w = s->dirty_words[k];
+	/* The summary gives the dirty words in IPA order; they are handled a batch at a time, the
+	 * batch's entries fetched first so that their cache misses overlap (the dirty pages of a
+	 * round are scattered over the tables: one miss each, otherwise paid one after another). */
+	for (uint64_t k = 0; k < (slot_words(mmu, s) + 63) / 64 && s->ndirty; k++) {
+		uint64_t batch[64];
+		uint32_t nb = 0;
 
-		bitmap[w] = s->dirty[w];
-		if (clear) {
+		for (uint64_t sum = s->dirty_sum[k]; sum; sum &= sum - 1) {
+			uint64_t w = k * 64 + (uint64_t)__builtin_ctzll(sum);
+
+			batch[nb++] = w;
+			bitmap[w] = s->dirty[w];
+			if (clear && s->dirty_ptep[w])
+				__builtin_prefetch(s->dirty_ptep[w] + __builtin_ctzll(s->dirty[w]), 1);
+		}
+		if (!clear)
+			continue;
+		for (uint32_t b = 0; b < nb; b++) {
+			uint64_t w = batch[b];
+
 			protect_word(mmu, s, w, s->dirty_ptep[w], s->dirty[w]);
 			s->dirty[w] = 0;
 		}
+		s->dirty_sum[k] = 0;
 	}
 	/* The re-protection is flushed once for the slot, as KVM does after the bitmap walk. */
 	if (clear && s->ndirty) {
@@ -342,7 +368,6 @@ int s2pt_clear_dirty_log(struct s2pt_mmu *mmu, uint32_t id, uint64_t first_page,
 {
 	struct s2pt_memslot *s;
 	uint64_t pages, words, first_word;
-	uint32_t kept = 0;
 	int ret = logging_slot(mmu, id, &s), cleared = 0;
 
 	if (ret)
@@ -370,14 +395,13 @@ int s2pt_clear_dirty_log(struct s2pt_mmu *mmu, uint32_t id, uint64_t first_page,
 		s->dirty[w] &= ~bits;
 		cleared = 1;
 		protect_word(mmu, s, w, s->dirty_ptep[w], bits);
+		if (!s->dirty[w]) {
+			s->dirty_sum[w >> 6] &= ~(1ull << (w & 63));
+			s->ndirty--;
+		}
 	}
 	if (!cleared)
 		return 0;
-	/* Drop the words that are clean now from the list, keeping its order. */
-	for (uint32_t k = 0; k < s->ndirty; k++)
-		if (s->dirty[s->dirty_words[k]])
-			s->dirty_words[kept++] = s->dirty_words[k];
-	s->ndirty = kept;
 	flush_slot(mmu, s);
 	return 0;
 }
@@ -406,24 +430,29 @@ static inline int is_exit(uint32_t outcome)
 	return outcome >= S2PT_OUTCOME_MMIO;
 }
 
-/* kvm_handle_guest_abort() for the fault @f of @ipa. */
+/*
+ * kvm_handle_guest_abort() for the fault @f of @ipa. @hit_pa: when the handler mapped a leaf
+ * that surely grants the access (the slot's PA, its permissions, AF set), the PA the retry
+ * would return, so that it need not walk again; else ~0.
+ */
 static int handle(struct s2pt_mmu *mmu, uint64_t ipa, uint32_t access,
-		  const struct s2pt_fault *f, uint32_t *outcome)
+		  const struct s2pt_fault *f, uint32_t *outcome, uint64_t *hit_pa)
 {
 	struct s2pt_pgtable *pt = mmu->pt;
 	const struct s2pt_config *cfg = &pt->cfg;
 	int fetch = access == S2PT_ACCESS_EXEC || access == S2PT_ACCESS_EXEC_EL0;
 	int write = access == S2PT_ACCESS_WRITE;
 	struct s2pt_memslot *s;
-	uint64_t size, base, *ptep;
+	uint64_t size, base;
 	uint32_t prot;
-	int logging, found, level, ret;
+	int logging, found, ret;
 
+	*hit_pa = ~0ull;
 	if (ipa >> cfg->ipa_bits) {
 		*outcome = S2PT_OUTCOME_ABORT; /* kvm_inject_size_fault() */
 		return 0;
 	}
-	if (f->kind == S2PT_FAULT_TRANSLATION && !s2pt_get_leaf(pt, ipa, &ptep, &level) && *ptep) {
+	if (f->kind == S2PT_FAULT_TRANSLATION && f->desc) {
 		*outcome = S2PT_OUTCOME_PERMISSION; /* an owner annotation */
 		return 0;
 	}
@@ -460,6 +489,7 @@ static int handle(struct s2pt_mmu *mmu, uint64_t ipa, uint32_t access,
 	} else {
 		ret = s2pt_map(pt, base, s->pa + (base - s->ipa), size, prot, S2PT_MEMATTR_NORMAL, 0);
 		*outcome = S2PT_OUTCOME_MAPPED;
+		*hit_pa = s->pa + (ipa - s->ipa);
 	}
 	if (ret)
 		return ret;
@@ -476,6 +506,7 @@ int s2pt_handle_fault(struct s2pt_mmu *mmu, uint64_t ipa, uint32_t access,
 {
 	struct s2pt_translation t;
 	struct s2pt_fault f;
+	uint64_t pa;
 	int ret = s2pt_translate(mmu->pt, ipa, access, &t, &f);
 
 	*outcome = S2PT_OUTCOME_HIT;
@@ -485,7 +516,7 @@ int s2pt_handle_fault(struct s2pt_mmu *mmu, uint64_t ipa, uint32_t access,
 	}
 	if (ret != S2PT_EFAULT)
 		return ret;
-	ret = handle(mmu, ipa, access, &f, outcome);
+	ret = handle(mmu, ipa, access, &f, outcome, &pa);
 	if (!ret)
 		mmu->counts[*outcome]++;
 	return ret;
@@ -498,6 +529,7 @@ static int access_one(struct s2pt_mmu *mmu, uint64_t ipa, uint32_t access, uint6
 	struct s2pt_translation t;
 	struct s2pt_fault f;
 	uint32_t oc = S2PT_OUTCOME_HIT;
+	uint64_t hit_pa;
 
 	*pa = 0;
 	for (int runs = 0;; runs++) {
@@ -511,12 +543,18 @@ static int access_one(struct s2pt_mmu *mmu, uint64_t ipa, uint32_t access, uint6
 			return ret;
 		if (runs == 4)
 			break; /* still faulting: left to the caller */
-		ret = handle(mmu, ipa, access, &f, &oc);
+		ret = handle(mmu, ipa, access, &f, &oc, &hit_pa);
 		if (ret)
 			return ret;
 		mmu->counts[oc]++;
 		if (is_exit(oc))
 			break;
+		if (hit_pa != ~0ull) {
+			/* The retry's answer is known; debug builds walk to make sure. */
+			S2PT_ASSERT(s2pt_translate(mmu->pt, ipa, access, &t, &f) == 0 && t.pa == hit_pa);
+			*pa = hit_pa;
+			break;
+		}
 	}
 	if (oc == S2PT_OUTCOME_HIT)
 		mmu->counts[S2PT_OUTCOME_HIT]++;

@@ -4,12 +4,14 @@
  */
 #include "internal.h"
 
-static inline int fault(struct s2pt_fault *f, uint32_t kind, int level, uint64_t ipa)
+static inline int fault(struct s2pt_fault *f, uint32_t kind, int level, uint64_t ipa,
+			uint64_t desc)
 {
 	f->kind = kind;
 	f->level = level;
 	f->fsc = s2pt_fsc(kind, level);
 	f->ipa = ipa;
+	f->desc = desc;
 	return S2PT_EFAULT;
 }
 
@@ -77,7 +79,7 @@ static inline int walk_one(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t
 		*nsteps = 0;
 	/* Input address bits above the IPA size: translation fault, reported at level 0. */
 	if (S2PT_UNLIKELY(ipa >> cfg->ipa_bits))
-		return fault(f, S2PT_FAULT_TRANSLATION, 0, ipa);
+		return fault(f, S2PT_FAULT_TRANSLATION, 0, ipa, 0);
 	for (;;) {
 		uint64_t idx = entry_index(cfg, ipa, level);
 		uint64_t pte = table[idx];
@@ -102,7 +104,7 @@ static inline int walk_one(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t
 			*leaf_level = level;
 			return 0;
 		case STEP_FAULT:
-			return fault(f, kind, level, ipa);
+			return fault(f, kind, level, ipa, pte);
 		default:
 			return S2PT_EINVARIANT;
 		}
@@ -163,7 +165,7 @@ int s2pt_translate(const struct s2pt_pgtable *pt, uint64_t ipa, uint32_t access,
 		return ret;
 	kind = check_access(&pt->cfg, pte, access);
 	if (kind)
-		return fault(f, (uint32_t)kind, level, ipa);
+		return fault(f, (uint32_t)kind, level, ipa, pte);
 	fill(pt, ipa, pte, level, out);
 	return 0;
 }
@@ -406,7 +408,7 @@ int s2pt_translate_image(const void *image, uint64_t image_pa, uint64_t image_by
 	if (baddr & (root_bytes - 1))
 		return S2PT_EALIGN;
 	if (baddr >> pt.cfg.pa_bits)
-		return fault(f, S2PT_FAULT_ADDRESS_SIZE, 0, ipa);
+		return fault(f, S2PT_FAULT_ADDRESS_SIZE, 0, ipa, 0);
 	if (baddr < image_pa || baddr + root_bytes > image_pa + image_bytes)
 		return S2PT_ERANGE;
 	/* A read-only view: the walk below never writes through pool or pt. */

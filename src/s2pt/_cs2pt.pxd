@@ -62,6 +62,7 @@ cdef extern from "s2pt/s2pt.h" nogil:
         int32_t level
         uint32_t fsc
         uint64_t ipa
+        uint64_t desc
 
     struct s2pt_translation:
         uint64_t pa
@@ -236,7 +237,7 @@ cdef extern from "s2pt/mmu.h" nogil:
         uint32_t id
         uint32_t flags
         uint64_t *dirty
-        uint32_t *dirty_words
+        uint64_t *dirty_sum
         uint64_t **dirty_ptep
         uint32_t ndirty
         uint64_t frees_at

@@ -51,8 +51,9 @@ enum s2pt_outcome {
  * @backing:     host page size behind the slot (a leaf size of the VM): no leaf is larger.
  * @dirty:       while logging: the dirty bitmap, one bit per granule page (KVM's layout:
  *               bit i % 64 of word i / 64 is page i).
- * @dirty_words: indices of the non-zero words of @dirty, in the order they became non-zero
- *               (@ndirty of them): a harvest costs what the dirty pages cost, not the slot.
+ * @dirty_sum:   one bit per word of @dirty, set while the word is non-zero (@ndirty of
+ *               them): a harvest visits only dirty words, in IPA order, so it costs what
+ *               the dirty pages cost plus a scan of 1/4096 of the slot's pages.
  * @dirty_ptep:  per word (meaningful while the word is non-zero), the level-3 entry of its
  *               first page, so re-protecting needs no walk; trusted only while the page
  *               table's @frees equals @frees_at (else, or NULL: the harvest walks instead).
@@ -65,7 +66,7 @@ struct s2pt_memslot {
 	uint32_t id;
 	uint32_t flags;
 	uint64_t *dirty;
-	uint32_t *dirty_words;
+	uint64_t *dirty_sum;
 	uint64_t **dirty_ptep;
 	uint32_t ndirty;
 	uint64_t frees_at;

@@ -109,12 +109,15 @@ enum s2pt_fault_kind {
  * @fsc:   ESR_ELx DFSC/IFSC: 0b0000LL address size, 0b0001LL translation,
  *         0b0010LL access flag, 0b0011LL permission (LL = level).
  * @ipa:   the faulting IPA.
+ * @desc:  the descriptor the walk stopped at (0 for none: an IPA beyond the IPA size or a
+ *         root address beyond the PA size); an invalid one may hold an owner annotation.
  */
 struct s2pt_fault {
 	uint32_t kind;
 	int32_t level;
 	uint32_t fsc;
 	uint64_t ipa;
+	uint64_t desc;
 };
 
 /**
@@ -701,6 +704,13 @@ int s2pt_relax_perms(struct s2pt_pgtable *pt, uint64_t ipa, uint32_t prot, int *
  * Return: 0, S2PT_EALIGN, S2PT_ERANGE, S2PT_ENOMEM, S2PT_EDESTROYED.
  */
 int s2pt_split(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *tables);
+
+/**
+ * s2pt_split_pages() - the table pages s2pt_split() of the range would allocate now (what a
+ * caller sizes its reserve by, as KVM's kvm_mmu_split_nr_page_tables()).
+ * Return: 0, S2PT_EALIGN, S2PT_ERANGE, S2PT_EDESTROYED.
+ */
+int s2pt_split_pages(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *pages);
 
 /**
  * s2pt_collapse() - the reverse: bottom-up, every table entry at a block level whose span lies
