@@ -16,6 +16,14 @@
  *
  * Failure is atomic: every mutating call validates its arguments and counts the table pages
  * it will allocate before it writes anything; on error nothing has changed.
+ *
+ * Concurrency: the core takes no locks and has no global state. Calls on page tables in
+ * different pools may run in parallel threads. Calls that change a page table, or any page
+ * table of the same pool (allocation is per pool), must not overlap any other call on that
+ * pool; read-only calls (s2pt_translate*, s2pt_lookup, s2pt_walk_path, s2pt_leaves,
+ * s2pt_stats, s2pt_check) may overlap each other. The Python layer serialises with one lock
+ * per pool and releases the GIL in its bulk calls. The MMU layer (s2pt/mmu.h) follows the
+ * same rules for its page table.
  */
 #ifndef S2PT_S2PT_H
 #define S2PT_S2PT_H
