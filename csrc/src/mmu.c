@@ -146,7 +146,7 @@ int s2pt_memslot_add(struct s2pt_mmu *mmu, uint64_t ipa, uint64_t pa, uint64_t s
 	mmu->nslots++;
 	mmu->last = pos;
 	if (flags & S2PT_MEMSLOT_LOG_DIRTY) {
-		/* Nothing is mapped yet: enabling the log changes no leaf and records no event. */
+		/* kvm_mmu_slot_apply_flags(): what the range maps already is write-protected. */
 		ret = s2pt_set_log_dirty(mmu, new_id, 1, 0);
 		if (ret) {
 			memmove(&mmu->slots[pos], &mmu->slots[pos + 1],

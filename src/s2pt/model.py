@@ -55,11 +55,12 @@ from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tu
 import numpy as np
 
 from ._core import Stage2Config
-from ._types import FSC_NONE, FaultKind, Mapping, MemAttr, Prot, Translation
+from ._types import FSC_NONE, FaultKind, FaultOutcome, Mapping, Memslot, MemAttr, Prot, Translation
 from .errors import (
     AlignmentError,
     ArgumentTypeError,
     ArrayError,
+    ConfigError,
     DestroyedError,
     InvalidArgumentError,
     InvariantError,
@@ -199,6 +200,15 @@ _MEMATTR_OBJ = tuple(_memattr_obj(i) for i in range(_STAGE1 + 1))
 # ---- pool accounting --------------------------------------------------------------------------
 
 
+class _Slot(NamedTuple):
+    ipa: int
+    pa: int
+    size: int
+    readonly: bool
+    backing: int
+    dirty: Optional[Set[int]]  # page indices written while logging; None: not logging
+
+
 class ReferencePool:
     """Page accounting of a (possibly shared) pool: ``capacity`` pages (None: unlimited), of
     which every live model attached to it uses its ``table_pages``."""
@@ -228,10 +238,15 @@ class ReferenceStage2:
 
     def __init__(self, ipa_bits=40, granule=4096, pa_bits=48, vmid=1, pool_pages=None, *,
                  pool: Optional[ReferencePool] = None, lpa2=False, fwb=False, xnx=False,
-                 tlbi_range=True):
+                 tlbi_range=True, semantics="exact"):
+        if semantics not in ("exact", "kvm"):
+            raise ConfigError(f"semantics must be 'exact' or 'kvm', not {semantics!r}")
         self.config = Stage2Config(ipa_bits=ipa_bits, granule=granule, pa_bits=pa_bits,
                                    vmid=vmid, lpa2=lpa2, fwb=fwb, xnx=xnx,
-                                   tlbi_range=tlbi_range)
+                                   tlbi_range=tlbi_range, semantics=semantics)
+        self._kvm = semantics == "kvm"
+        self._slots: Dict[int, _Slot] = {}
+        self._counts = [0] * len(FaultOutcome)
         cfg = self.config
         self._lpa2, self._fwb, self._xnx = cfg.lpa2, cfg.fwb, cfg.xnx
         if pool is not None and pool_pages is not None:
@@ -299,6 +314,10 @@ class ReferenceStage2:
     @property
     def destroyed(self) -> bool:
         return self._destroyed
+
+    @property
+    def semantics(self) -> str:
+        return "kvm" if self._kvm else "exact"
 
     @property
     def table_pages(self) -> int:
@@ -449,6 +468,8 @@ class ReferenceStage2:
             lend = self._end(level, base)
             if ipa <= base and lend <= end:
                 del leaves[(level, base)]  # inside the range: replaced
+            elif self._kvm:  # KVM: the block goes, only the new mapping is put in its table
+                del leaves[(level, base)]
             elif blocks and already(base, leaf):
                 kept_whole.append((base, lend))  # kept whole
             else:  # crosses an end of the range: keep the part outside
@@ -462,7 +483,13 @@ class ReferenceStage2:
         for level, x in self._decompose(ipa, end, leaf_allowed):
             if any(lo <= x < hi for lo, hi in kept_whole):
                 continue
-            leaves[(level, x)] = new._replace(pa=0 if new.owner else pa + (x - ipa))
+            leaf = new._replace(pa=0 if new.owner else pa + (x - ipa))
+            old = self._leaves.get((level, x))
+            # KVM leaves a same-level leaf that differs only in permissions alone (-EAGAIN).
+            if self._kvm and old is not None and not old.owner and not leaf.owner and \
+                    old._replace(prot=leaf.prot) == leaf:
+                leaf = old
+            leaves[(level, x)] = leaf
         self._commit(leaves)
 
     def unmap(self, ipa, size) -> int:
@@ -477,9 +504,12 @@ class ReferenceStage2:
         unmapped = 0
         for base, level, leaf in self._intersecting(ipa, end):
             lend = self._end(level, base)
+            del leaves[(level, base)]
+            if self._kvm:  # KVM removes every leaf the range touches, whole
+                unmapped += 0 if leaf.owner else lend - base
+                continue
             if not leaf.owner:  # annotations go too, but were never mapped
                 unmapped += min(lend, end) - max(base, ipa)
-            del leaves[(level, base)]
             leaves.update(self._pieces(level, base, leaf, base, ipa))
             leaves.update(self._pieces(level, base, leaf, end, lend))
         self._commit(leaves)
@@ -504,7 +534,7 @@ class ReferenceStage2:
             if leaf.prot == prot:
                 continue  # already so: left whole, even if it crosses an end of the range
             lend = self._end(level, base)
-            if ipa <= base and lend <= end:
+            if (ipa <= base and lend <= end) or self._kvm:  # KVM: whole leaves
                 leaves[(level, base)] = leaf._replace(prot=prot)  # inside: changed in place
                 continue
             del leaves[(level, base)]  # crosses an end of the range: split
@@ -707,6 +737,389 @@ class ReferenceStage2:
                     (prot & _X and _is_device(memattr)):
                 raise InvariantError(f"a leaf with prot {prot:#x}, memattr {memattr:#x}")
         self._checked = self._order
+
+    # -- KVM's leaf operations -------------------------------------------------------------------
+    def _wp_leaves(self, leaves, ipa: int, end: int, whole: bool) -> int:
+        """Clear W of the valid leaves of ``leaves`` (a dict changed in place) intersecting
+        [ipa, end): whole leaves, or exactly the range (a crossing writable leaf split)."""
+        changed = 0
+        for base, level, leaf in self._intersecting_in(leaves, ipa, end):
+            leaf = leaves[(level, base)]  # the cached list may predate an in-place change
+            if leaf.owner or not leaf.prot & _W:
+                continue
+            lend = self._end(level, base)
+            if whole or (ipa <= base and lend <= end):
+                leaves[(level, base)] = leaf._replace(prot=leaf.prot & ~_W)
+                changed += lend - base
+                continue
+            del leaves[(level, base)]
+            leaves.update(self._pieces(level, base, leaf, base, ipa))
+            leaves.update(self._pieces(level, base, leaf, ipa, end, leaf.prot & ~_W))
+            leaves.update(self._pieces(level, base, leaf, end, lend))
+            changed += min(lend, end) - max(base, ipa)
+        return changed
+
+    def _intersecting_in(self, leaves, ipa: int, end: int):
+        """(base, level, leaf) of the leaves of a dict that overlap [ipa, end), IPA order."""
+        if leaves is self._leaves:
+            return list(self._intersecting(ipa, end))
+        return sorted((base, level, leaf) for (level, base), leaf in leaves.items()
+                      if base < end and base + self._spans[level] > ipa)
+
+    def _range_args(self, ipa, size):
+        ipa = _u64(ipa, "ipa")
+        size = _u64(size, "size")
+        self._live()
+        self._check_range(ipa, size)
+        return ipa, size
+
+    def wrprotect(self, ipa, size, *, whole=None) -> int:
+        ipa, size = self._range_args(ipa, size)
+        if size == 0:
+            return 0
+        leaves = dict(self._leaves)
+        changed = self._wp_leaves(leaves, ipa, ipa + size, self._kvm if whole is None else whole)
+        self._commit(leaves)
+        return changed
+
+    def mkyoung(self, ipa) -> bool:
+        ipa = _u64(ipa, "ipa")
+        self._live()
+        found, _ = self._walk(ipa)
+        if found is None or found[2].owner:
+            return False
+        level, base, leaf = found
+        self._leaves[(level, base)] = leaf._replace(af=True)
+        self._order = None
+        return True
+
+    def _young(self, ipa: int, size: int, clear: bool, bitmap=None) -> bool:
+        young = False
+        if size == 0:
+            return young
+        g = self._granule
+        for base, level, leaf in self._intersecting(ipa, ipa + size):
+            if leaf.owner or not leaf.af:
+                continue
+            young = True
+            if bitmap is not None:
+                lo = max(base, ipa)
+                hi = min(base + self._spans[level], ipa + size)
+                for page in range((lo - ipa) // g, (hi - ipa) // g):
+                    bitmap[page >> 6] |= np.uint64(1 << (page & 63))
+            if clear:
+                self._leaves[(level, base)] = leaf._replace(af=False)
+                self._order = None
+        return young
+
+    def test_clear_young(self, ipa, size, *, mkold=True) -> bool:
+        ipa, size = self._range_args(ipa, size)
+        return self._young(ipa, size, bool(mkold))
+
+    def young(self, ipa, size, *, clear=False) -> np.ndarray:
+        ipa, size = self._range_args(ipa, size)
+        bitmap = np.zeros((size // self._granule + 63) // 64, dtype=np.uint64)
+        self._young(ipa, size, bool(clear), bitmap)
+        return bitmap
+
+    def relax_perms(self, ipa, prot) -> bool:
+        ipa = _u64(ipa, "ipa")
+        prot = _u32(prot, "prot")
+        self._live()
+        if not _prot_valid(prot, self._xnx):
+            raise InvalidArgumentError(f"prot={prot:#x}")
+        found, _ = self._walk(ipa)
+        if found is None or found[2].owner:
+            return False
+        level, base, leaf = found
+        now = leaf.prot | prot
+        if not _prot_valid(now, self._xnx) or (prot & _X and _is_device(leaf.memattr)):
+            raise InvalidArgumentError(f"prot={prot:#x} on a leaf with {leaf.prot:#x}")
+        self._leaves[(level, base)] = leaf._replace(prot=now)
+        self._order = None
+        return True
+
+    def _split_leaves(self, leaves, ipa: int, end: int) -> None:
+        """Every valid block of ``leaves`` (changed in place) intersecting [ipa, end) to
+        pages: exactly its part in the range (the rest as the largest deeper pieces), or the
+        whole block with KVM's semantics."""
+        for base, level, leaf in self._intersecting_in(leaves, ipa, end):
+            if leaf.owner or level == 3:
+                continue
+            lend = self._end(level, base)
+            a, b = (base, lend) if self._kvm else (max(base, ipa), min(lend, end))
+            del leaves[(level, base)]
+            leaves.update(self._pieces(level, base, leaf, base, a))
+            leaves.update({(3, x): leaf._replace(pa=leaf.pa + (x - base))
+                           for x in range(a, b, self._granule)})
+            leaves.update(self._pieces(level, base, leaf, b, lend))
+
+    def split(self, ipa, size) -> int:
+        ipa, size = self._range_args(ipa, size)
+        if size == 0:
+            return 0
+        leaves = dict(self._leaves)
+        self._split_leaves(leaves, ipa, ipa + size)
+        before = set(self._tables)
+        self._commit(leaves)
+        return len(self._tables - before)
+
+    def collapse(self, ipa, size) -> int:
+        ipa, size = self._range_args(ipa, size)
+        end = ipa + size
+        leaves = dict(self._leaves)
+        made = 0
+        n = 1 << self._stride
+        # Bottom-up: blocks made at a level can make a block one level up.
+        for level in range(2, max(self._min_block, self._start) - 1, -1):
+            span, step = self._spans[level], self._spans[level + 1]
+            first = -(-ipa // span) * span
+            bases = {b for (lv, b), _ in leaves.items() if lv == level + 1}
+            for base in sorted({b & ~(span - 1) for b in bases}):
+                if base < first or base + span > end:
+                    continue
+                head = leaves.get((level + 1, base))
+                if head is None or head.owner or head.pa % span:
+                    continue
+                kids = [leaves.get((level + 1, base + i * step)) for i in range(n)]
+                if any(k is None or k != head._replace(pa=head.pa + i * step)
+                       for i, k in enumerate(kids)):
+                    continue
+                for i in range(n):
+                    del leaves[(level + 1, base + i * step)]
+                leaves[(level, base)] = head
+                made += 1
+        self._commit(leaves)
+        return made
+
+    # -- memslots and the abort handler ------------------------------------------------------------
+    def _leaf_sizes(self):
+        return [self._spans[lv] for lv in range(self._min_block, 4)]
+
+    def add_memslot(self, ipa, pa, size, *, readonly=False, log_dirty=False,
+                    backing=None) -> int:
+        ipa = _u64(ipa, "ipa")
+        pa = _u64(pa, "pa")
+        size = _u64(size, "size")
+        backing = self._granule if backing is None else _u64(backing, "backing")
+        readonly, log_dirty = bool(readonly), bool(log_dirty)
+        self._live()
+        if (ipa | pa | size) % self._granule:
+            raise AlignmentError("memslot ipa, pa and size must be granule multiples")
+        if size == 0:
+            raise InvalidArgumentError("memslot size must be > 0")
+        if ipa + size > self._top or pa + size > self._pa_top:
+            raise RangeError("memslot outside the IPA or PA space")
+        if backing not in self._leaf_sizes() or (readonly and log_dirty) or \
+                len(self._slots) >= 32764:
+            raise InvalidArgumentError("memslot backing, readonly with log_dirty, or too many")
+        if any(s.ipa < ipa + size and ipa < s.ipa + s.size for s in self._slots.values()):
+            raise RangeError("memslot overlaps another")
+        slot = 0
+        while slot in self._slots:
+            slot += 1
+        self._slots[slot] = _Slot(ipa, pa, size, readonly, backing, None)
+        if log_dirty:  # kvm_mmu_slot_apply_flags(): write-protect what the range maps
+            self.set_log_dirty(slot, True)
+        return slot
+
+    def _slot(self, slot) -> Tuple[int, _Slot]:
+        self._live()
+        slot = _u32(slot, "slot")
+        if slot not in self._slots:
+            raise InvalidArgumentError(f"no memslot with id {slot}")
+        return slot, self._slots[slot]
+
+    def delete_memslot(self, slot) -> None:
+        slot, s = self._slot(slot)
+        self.unmap(s.ipa, s.size)
+        del self._slots[slot]
+
+    def memslots(self) -> List[Memslot]:
+        self._live()
+        return [Memslot(i, s.ipa, s.pa, s.size, s.readonly, s.dirty is not None, s.backing)
+                for i, s in sorted(self._slots.items(), key=lambda kv: kv[1].ipa)]
+
+    def set_log_dirty(self, slot, enable, *, eager_split=False) -> None:
+        slot, s = self._slot(slot)
+        if not enable:
+            self._slots[slot] = s._replace(dirty=None)
+            return
+        if s.readonly:
+            raise InvalidArgumentError(f"memslot {slot} is read-only")
+        if s.dirty is not None:
+            return
+        leaves = dict(self._leaves)
+        # KVM write-protects (whole leaves) and then splits; the pages are reserved first.
+        self._wp_leaves(leaves, s.ipa, s.ipa + s.size, True)
+        if eager_split:
+            self._split_leaves(leaves, s.ipa, s.ipa + s.size)
+        self._commit(leaves)
+        self._slots[slot] = s._replace(dirty=set())
+
+    def _logging(self, slot) -> Tuple[int, _Slot]:
+        slot, s = self._slot(slot)
+        if s.dirty is None:
+            raise InvalidArgumentError(f"memslot {slot} does not log dirty pages")
+        return slot, s
+
+    def _bitmap(self, s: _Slot) -> np.ndarray:
+        bitmap = np.zeros((s.size // self._granule + 63) // 64, dtype=np.uint64)
+        for page in s.dirty:
+            bitmap[page >> 6] |= np.uint64(1 << (page & 63))
+        return bitmap
+
+    def _reprotect(self, s: _Slot, words: Dict[int, int]) -> None:
+        """kvm_mmu_write_protect_pt_masked(): per word, whole leaves from its lowest to its
+        highest set page."""
+        g = self._granule
+        for w, bits in sorted(words.items()):
+            lo, hi = (bits & -bits).bit_length() - 1, bits.bit_length() - 1
+            self._wp_leaves(self._leaves, s.ipa + (w * 64 + lo) * g,
+                            s.ipa + (w * 64 + hi + 1) * g, True)
+        self._order = None
+        for w, bits in words.items():
+            for b in range(64):
+                if bits >> b & 1:
+                    s.dirty.discard(w * 64 + b)
+
+    def get_dirty_log(self, slot, *, clear=True) -> np.ndarray:
+        slot, s = self._logging(slot)
+        bitmap = self._bitmap(s)
+        if clear:
+            words: Dict[int, int] = {}
+            for page in s.dirty:
+                words[page >> 6] = words.get(page >> 6, 0) | 1 << (page & 63)
+            self._reprotect(s, words)
+        return bitmap
+
+    def clear_dirty_log(self, slot, first_page, mask) -> None:
+        slot, s = self._logging(slot)
+        first = _u64(first_page, "first_page")
+        if isinstance(mask, (np.ndarray, list, tuple)):
+            masks = _ipa_list(mask)
+        else:
+            masks = [_u64(mask, "mask")]
+        if first & 63:
+            raise InvalidArgumentError(f"first_page={first} must be a multiple of 64")
+        pages = s.size // self._granule
+        if first >= pages:
+            raise RangeError("first_page beyond the slot")
+        for i, m in enumerate(masks):
+            if m and (first + i * 64 + m.bit_length() - 1) >= pages:
+                raise RangeError("a mask bit beyond the slot")
+        words = {}
+        for i, m in enumerate(masks):
+            w = first // 64 + i
+            dirty = sum(1 << b for b in range(64) if w * 64 + b in s.dirty)
+            if m & dirty:
+                words[w] = m & dirty
+        self._reprotect(s, words)
+
+    def _slot_at(self, ipa: int) -> Optional[_Slot]:
+        for s in self._slots.values():
+            if s.ipa <= ipa < s.ipa + s.size:
+                return s
+        return None
+
+    def _map_size(self, s: _Slot, ipa: int) -> int:
+        if s.dirty is not None:
+            return self._granule  # force_pte while logging
+        for level in range(self._min_block, 3):
+            size = self._spans[level]
+            base = ipa & ~(size - 1)
+            if size <= s.backing and (s.ipa - s.pa) % size == 0 and base >= s.ipa and \
+                    base + size <= s.ipa + s.size:
+                return size
+        return self._granule
+
+    def _handle(self, ipa: int, access: int, kind, level: int) -> FaultOutcome:
+        """kvm_handle_guest_abort() / user_mem_abort() for a fault of ``ipa``."""
+        if ipa >> self.config.ipa_bits:
+            return FaultOutcome.ABORT
+        found, _ = self._walk(ipa)
+        if kind == FaultKind.TRANSLATION and found is not None and found[2].owner:
+            return FaultOutcome.PERMISSION
+        s = self._slot_at(ipa)
+        fetch, write = access in (_EXEC, _EXEC_EL0), access == _WRITE
+        if s is None or (write and s.readonly):
+            return FaultOutcome.ABORT if s is None and fetch else FaultOutcome.MMIO
+        if kind == FaultKind.ACCESS_FLAG:
+            self.mkyoung(ipa)
+            return FaultOutcome.YOUNG
+        logging = s.dirty is not None
+        size = self._map_size(s, ipa)
+        base = ipa & ~(size - 1)
+        prot = _R | (_W if not s.readonly and (not logging or write) else 0)
+        prot |= _X if fetch else 0
+        if kind == FaultKind.PERMISSION and size == self._spans[level]:
+            try:
+                self.relax_perms(ipa, prot)
+            except InvalidArgumentError:
+                if fetch:  # a Device leaf: KVM's -ENOEXEC
+                    return FaultOutcome.ABORT
+                raise
+            outcome = FaultOutcome.RELAXED
+        else:
+            self.map(base, s.pa + (base - s.ipa), size, prot)
+            outcome = FaultOutcome.MAPPED
+        if logging and write:
+            s.dirty.add((ipa - s.ipa) // self._granule)
+            if kind == FaultKind.PERMISSION:
+                outcome = FaultOutcome.DIRTY
+        return outcome
+
+    def fault(self, ipa, access) -> FaultOutcome:
+        ipa = _u64(ipa, "ipa")
+        access = _u32(access, "access")
+        self._live()
+        if access > _EXEC_EL0:
+            raise InvalidArgumentError(f"access={access!r} must be an Access")
+        result = self._translate(ipa, access)
+        if isinstance(result, Translation):
+            self._counts[FaultOutcome.HIT] += 1
+            return FaultOutcome.HIT
+        outcome = self._handle(ipa, access, *result)
+        self._counts[outcome] += 1
+        return outcome
+
+    def access_many(self, ipas, access=0):
+        values = _ipa_list(ipas)
+        access = _u32(access, "access")
+        self._live()
+        if access > _EXEC_EL0:
+            raise InvalidArgumentError(f"access={access!r} must be an Access")
+        pa = np.zeros(len(values), dtype=np.uint64)
+        outcome = np.zeros(len(values), dtype=np.uint8)
+        exits = (FaultOutcome.MMIO, FaultOutcome.PERMISSION, FaultOutcome.ABORT)
+        for i, ipa in enumerate(values):
+            oc = FaultOutcome.HIT
+            for runs in range(5):
+                result = self._translate(ipa, access)
+                if isinstance(result, Translation):
+                    pa[i] = result.pa
+                    break
+                if runs == 4:
+                    break
+                try:
+                    oc = self._handle(ipa, access, *result)
+                except PoolExhaustedError as exc:
+                    exc.index = i
+                    raise
+                self._counts[oc] += 1
+                if oc in exits:
+                    break
+            if oc == FaultOutcome.HIT:
+                self._counts[FaultOutcome.HIT] += 1
+            outcome[i] = oc
+        return pa, outcome
+
+    def fault_counts(self, clear=False) -> dict:
+        self._live()
+        counts = {o: self._counts[o] for o in FaultOutcome}
+        if clear:
+            self._counts = [0] * len(FaultOutcome)
+        return counts
 
     # -- lifetime ------------------------------------------------------------------------------
     def destroy(self) -> None:
