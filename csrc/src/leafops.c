@@ -413,7 +413,8 @@ int s2pt_split(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *t
 	ret = s2pt__check_range(pt, ipa, size);
 	if (ret || size == 0)
 		return ret;
-	if (!s2pt__bound_settles(pt, ipa, ipa + size)) {
+	/* KVM's semantics split whole blocks, beyond the range the bound is about: count. */
+	if (s2pt__kvm(pt) || !s2pt__bound_settles(pt, ipa, ipa + size)) {
 		ret = split_need(pt, ipa, size, &need);
 		if (ret)
 			return ret;

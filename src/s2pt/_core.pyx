@@ -945,6 +945,11 @@ cdef class Stage2:
         cdef uint64_t[::1] words
         cdef PyThread_type_lock lock
         self._live()
+        # The range is checked before the bitmap is allocated (a huge size is a RangeError).
+        if (i | n) & ((1 << self.pt.cfg.granule_shift) - 1):
+            self._fail(S2PT_EALIGN, i, n)
+        if i + n < i or i + n > (<uint64_t>1) << self.pt.cfg.ipa_bits:
+            self._fail(S2PT_ERANGE, i, n)
         out = np.empty(max(1, ((n >> self.pt.cfg.granule_shift) + 63) // 64), dtype=np.uint64)
         words = out
         lock = self._go()
