@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from s2pt.cli import main
+from s2pt import Stage2Config
+from s2pt.cli import _size, main
 
 
 def run(capsys, *argv):
@@ -91,3 +92,69 @@ def test_bench_one_row_no_model(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "unmap the whole range, random pages" in out and "model" not in out.split("\n")[3]
+
+
+def _ints(text):
+    return [int(x) for x in text.split(", ")] if text else []
+
+
+@pytest.mark.parametrize("granule", [4096, 16384, 65536])
+def test_demo_live_migration_round(capsys, granule):
+    """The dirty pages the harvest prints are exactly the pages the guest wrote, each
+    written once as a DIRTY fault; the harvest write-protects them again (the next write is
+    DIRTY again and logged again); enabling logging and harvesting flush the whole slot."""
+    out = run(capsys, "demo", "--granule", str(granule))
+    block = Stage2Config(40, granule).level_size(2)
+    slot_size = 2 * block
+    pages = slot_size // granule
+    assert f"-> slot 0: {pages} pages, nothing mapped yet" in out
+    # First touch: one fault per 2-block slot half maps the whole block (backing = block).
+    touch = re.search(r"guest writes every 16th page \((\d+) accesses\): HIT (\d+), MAPPED (\d+); "
+                      r"slot leaves L2: (\d+)\n", out)
+    accesses, hits, mapped, blocks = map(int, touch.groups())
+    assert accesses == pages // 16 and mapped == blocks == 2 and hits == accesses - 2
+    # Eager split: every page of the slot a level-3 leaf; one SPLIT per block, then one
+    # WRPROTECT range over the slot.
+    assert f"set_log_dirty(on, eager_split): slot leaves L3: {pages}, all read-only" in out
+    split = re.search(r"set_log_dirty.*\n    TLB: (.*)\n", out).group(1).split("; ")
+    assert [e.endswith("[split]") for e in split] == [True, True, False]
+    assert f"(level 2, {_size(block)})" in split[0] and hex(0x8000_0000 + block) in split[1]
+    assert split[2] == f"TLBI range 0x80000000 + {_size(slot_size)} [wrprotect]"
+    written = re.search(r"guest writes pages \[([\d, ]+)\]: DIRTY (\d+); TLB: (\d+) events "
+                        r"\((\d+) perm\)", out)
+    written_pages = _ints(written.group(1))
+    assert int(written.group(2)) == int(written.group(3)) == len(written_pages)
+    assert "the same writes again: HIT 4 (writable now); TLB: none" in out
+    harvest = re.search(r"get_dirty_log\(clear=True\): dirty pages \[([\d, ]*)\]\n"
+                        r"    TLB: (.*)\n", out)
+    assert _ints(harvest.group(1)) == sorted(written_pages)
+    assert harvest.group(2) == f"TLBI range 0x80000000 + {_size(slot_size)} [wrprotect]"
+    again = re.search(r"page (\d+) write-protected again \(permission fault, level 3\); "
+                      r"next write: DIRTY 1; log now \[(\d+)\]", out)
+    assert int(again.group(1)) == int(again.group(2)) == written_pages[0]
+
+
+@pytest.mark.parametrize("granule", [4096, 65536])
+def test_demo_aging_scan(capsys, granule):
+    out = run(capsys, "demo", "--granule", str(granule))
+    pages = 2 * Stage2Config(40, granule).level_size(2) // granule
+    # Every page of the slot came from a block the guest touched (AF set), so all are young;
+    # aging clears them with no TLB invalidation (as KVM); reads then take access-flag faults.
+    assert f"young pages: {pages} of {pages}\n" in out
+    assert "test_clear_young(slot) -> True; young pages now: 0; TLB: none" in out
+    reads = re.search(r"guest reads pages \[([\d, ]+)\]: YOUNG (\d+) \(mkyoung\); "
+                      r"young pages \[([\d, ]+)\]", out)
+    assert int(reads.group(2)) == len(_ints(reads.group(1)))
+    assert _ints(reads.group(3)) == _ints(reads.group(1))
+    assert "test_clear_young -> True, again -> False" in out
+    # fault_counts(): HIT = the first touch's hits + the repeated writes, DIRTY = the written
+    # pages + the write after the harvest, YOUNG = the reads, MAPPED = the blocks.
+    touch = re.search(r"\((\d+) accesses\): HIT (\d+), MAPPED (\d+)", out)
+    written = _ints(re.search(r"guest writes pages \[([\d, ]+)\]", out).group(1))
+    counts = dict((k, int(v)) for k, v in re.findall(
+        r"(\w+) (\d+)", re.search(r"fault_counts\(\): (.*)\n", out).group(1)))
+    assert counts == {"HIT": int(touch.group(2)) + len(written), "MAPPED": int(touch.group(3)),
+                      "DIRTY": len(written) + 1, "YOUNG": len(_ints(reads.group(1)))}
+    # Deleting the slot frees its tables: back to the count before it was added.
+    before = re.search(r"\[after unmap\] table pages (\d+)", out).group(1)
+    assert re.search(rf"delete_memslot\(0\): table pages \d+ -> {before}; slots left 0", out)

@@ -5,7 +5,19 @@ from typing import Iterator, Literal
 import numpy as np
 import numpy.typing as npt
 
-from ._types import Access, MemAttr, Prot, Mapping, Translation, WalkStep
+from ._types import (
+    Access,
+    FaultOutcome,
+    Mapping,
+    MemAttr,
+    Memslot,
+    Prot,
+    Translation,
+    WalkStep,
+)
+
+#: ``semantics=`` of Stage2 / Stage2Config: s2pt's exact ranges, or KVM's whole leaves.
+_Semantics = Literal["exact", "kvm"]
 
 FSC_NONE: int
 DEFAULT_POOL_BASE_PA: int
@@ -23,6 +35,9 @@ TLBI_PERM: int
 TLBI_AF: int
 TLBI_DESTROY: int
 TLBI_OVERFLOW: int
+#: reason of the flush after write-protecting a memslot for dirty logging (one RANGE event
+#: over the slot, or VMID without tlbi_range)
+TLBI_WRPROTECT: int
 #: ipa u64, size u64, kind i32, level i32, reason u32, bbm u32 (struct s2pt_tlbi)
 TLBI_DTYPE: np.dtype
 
@@ -52,11 +67,12 @@ class Stage2Config:
         fwb: bool = False,
         xnx: bool = False,
         tlbi_range: bool = True,
+        semantics: _Semantics = "exact",
     ) -> None: ...
     @classmethod
     def from_vtcr(
         cls, vtcr: int, vmid: int = 1, *, fwb: bool = False, xnx: bool = False,
-        tlbi_range: bool = True,
+        tlbi_range: bool = True, semantics: _Semantics = "exact",
     ) -> Stage2Config: ...
     @property
     def ipa_bits(self) -> int: ...
@@ -66,6 +82,9 @@ class Stage2Config:
     def granule(self) -> int: ...
     @property
     def vmid(self) -> int: ...
+    @property
+    def semantics(self) -> _Semantics:
+        """``"exact"`` (s2pt's exact-range operations) or ``"kvm"`` (KVM's pgtable.c)."""
     @property
     def lpa2(self) -> bool: ...
     @property
@@ -140,6 +159,7 @@ class Stage2:
         xnx: bool = False,
         tlbi_range: bool = True,
         tlbi_capacity: int = 4096,
+        semantics: _Semantics = "exact",
     ) -> None: ...
     @classmethod
     def from_config(
@@ -181,6 +201,10 @@ class Stage2:
     def table_pages(self) -> int: ...
     @property
     def destroyed(self) -> bool: ...
+    @property
+    def semantics(self) -> _Semantics:
+        """``"exact"`` or ``"kvm"``: how map / unmap / protect / wrprotect / split treat a
+        leaf the range covers in part."""
     def map(
         self,
         ipa: int,
@@ -211,6 +235,73 @@ class Stage2:
     def set_access_flag(self, ipa: int, size: int, af: bool = True) -> int: ...
     def set_owner(self, ipa: int, size: int, owner: int) -> None: ...
     def owner(self, ipa: int) -> int: ...
+    # -- KVM's leaf operations (kvm_pgtable_stage2_*) --
+    def wrprotect(self, ipa: int, size: int) -> int:
+        """Clear write permission of every valid leaf in the range; returns the bytes that
+        were writable and now are not. Exact semantics split a writable block covered in part
+        (can need pages); ``"kvm"`` changes whole leaves. No TLB event for the clear itself."""
+    def mkyoung(self, ipa: int) -> bool:
+        """Set the access flag of the leaf translating ``ipa`` (any byte address), no TLB
+        event; False for a hole, an annotation or an IPA beyond the IPA size."""
+    def test_clear_young(self, ipa: int, size: int, *, mkold: bool = True) -> bool:
+        """Whether any valid leaf intersecting the range has AF set; ``mkold`` clears it on
+        each (whole leaves). No TLB events."""
+    def young(self, ipa: int, size: int, *, clear: bool = False) -> npt.NDArray[np.uint64]:
+        """Bitmap (KVM layout, ``ceil(pages / 64)`` uint64 words) of the granule pages of the
+        range that lie in a leaf with AF set; ``clear`` clears those flags (whole leaves)."""
+    def relax_perms(self, ipa: int, prot: Prot | int) -> bool:
+        """Add ``prot`` to the leaf translating ``ipa`` (never removes); one TLBI_PERM IPA
+        event when a leaf was found; False for a hole."""
+    def split(self, ipa: int, size: int) -> int:
+        """Every valid block in the range becomes last-level pages (exact: only the part in the
+        range; ``"kvm"``: whole blocks); returns the table pages allocated. One TLBI_SPLIT per
+        block."""
+    def collapse(self, ipa: int, size: int) -> int:
+        """Every aligned block span inside the range whose leaves are one contiguous run with
+        identical attributes becomes one block (bottom-up); returns the blocks made. One
+        TLBI_COALESCE per block."""
+    # -- memslots and the guest abort handler (KVM's arch/arm64/kvm/mmu.c) --
+    def add_memslot(
+        self,
+        ipa: int,
+        pa: int,
+        size: int,
+        *,
+        readonly: bool = False,
+        log_dirty: bool = False,
+        backing: int | None = None,
+    ) -> int:
+        """KVM_SET_USER_MEMORY_REGION: guest IPAs ``[ipa, ipa + size)`` backed by host PAs
+        ``[pa, pa + size)`` in host pages of ``backing`` bytes (default: the granule; a block
+        size of the VM for huge pages). Maps nothing. Returns the lowest free slot id."""
+    def delete_memslot(self, slot: int) -> None:
+        """Unmap the slot's range and drop the slot and its dirty log (nothing changes on
+        error)."""
+    def memslots(self) -> list[Memslot]:
+        """The slots in IPA order."""
+    def set_log_dirty(self, slot: int, enable: bool, *, eager_split: bool = False) -> None:
+        """KVM_MEM_LOG_DIRTY_PAGES on (write-protect the slot's leaves, one TLBI_WRPROTECT
+        event; ``eager_split`` first splits its blocks to pages) or off (bitmap dropped)."""
+    def get_dirty_log(self, slot: int, *, clear: bool = True) -> npt.NDArray[np.uint64]:
+        """KVM_GET_DIRTY_LOG: the slot's dirty bitmap (bit ``i % 64`` of word ``i // 64`` is
+        page ``i``); ``clear`` clears it and write-protects those pages again (one
+        TLBI_WRPROTECT event if any bit was set)."""
+    def clear_dirty_log(
+        self, slot: int, first_page: int, mask: int | npt.ArrayLike
+    ) -> None:
+        """KVM_CLEAR_DIRTY_LOG: clear the bits of ``mask`` (one int word, or uint64 words)
+        from page ``first_page`` (a multiple of 64) and write-protect those pages again."""
+    def fault(self, ipa: int, access: Access | int) -> FaultOutcome:
+        """KVM's stage-2 abort handler for one guest access (``HIT`` if it does not fault)."""
+    def access_many(
+        self, ipas: npt.ArrayLike, access: Access | int = ...
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8]]:
+        """Guest accesses in order, in C: translate, run the handler on a fault and retry (up
+        to 4 runs). Returns ``(pa, outcome)``: PAs (0 where the access exited) and
+        FaultOutcome codes of the last handler run (HIT where none ran)."""
+    def fault_counts(self, clear: bool = False) -> dict[FaultOutcome, int]:
+        """Handler runs per FaultOutcome (``HIT``: accesses that needed none); ``clear``
+        resets them."""
     def translate(self, ipa: int, access: Access | int = ...) -> Translation: ...
     def lookup(self, ipa: int) -> Translation | None: ...
     def translate_many(

@@ -11,19 +11,25 @@ Each row runs on :class:`s2pt.Stage2` and on the pure-Python reference model
 measured in one run. The reference figures are the Linux kernel's stage-2 code
 (arch/arm64/kvm/hyp/pgtable.c) built as a user-space program on a 2-core AMD EPYC (Zen 3),
 gcc -O2, 4K granule, 40-bit IPA.
+
+The rows of issue 8 (KVM's MMU layer: memslots, the abort handler, dirty logging, aging)
+run on s2pt only: the reference model has no MMU layer, and the kernel comparison has no such
+figures. Some of their targets are ratios to another row (:data:`RATIOS`): both rows are
+measured in the same run (``s2pt bench`` interleaves their repeats).
 """
 
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
 from ._core import PagePool, Stage2
-from ._types import FSC_NONE
+from ._types import FSC_NONE, Access, FaultKind, FaultOutcome, bitmap_pages
 
 GiB = 1 << 30
 #: Output addresses start here: 1 GiB-aligned, inside every PA size s2pt supports.
@@ -85,11 +91,12 @@ def _random_pages(config: str, scale: str) -> np.ndarray:
     return pages * np.uint64(granule)
 
 
-def expected_table_pages(vm, ipas: np.ndarray) -> int:
-    """KVM's table count for leaf pages at ``ipas``: the roots, plus one table per distinct
-    span of an entry at every level from the start level down to the one above the last."""
+def expected_table_pages(vm, ipas: np.ndarray, leaf_level: int = 3) -> int:
+    """KVM's table count for leaves at ``leaf_level`` (pages by default) at ``ipas``: the
+    roots, plus one table per distinct span of an entry at every level from the start level
+    down to the one above the leaves'."""
     count = vm.root_tables
-    for level in range(vm.start_level, 3):
+    for level in range(vm.start_level, leaf_level):
         shift = vm.config.level_size(level).bit_length() - 1
         count += len(np.unique(ipas >> np.uint64(shift)))
     return count
@@ -242,15 +249,317 @@ def unmap_per_call(engine, config, scale):
     return Case(run, n, check)
 
 
+# ---- issue 8: the MMU layer (memslots, the abort handler, dirty logging, aging) -------------
+
+#: The MMU rows' configurations in the speed table (any configuration runs them).
+MMU_CONFIGS = ("4k40",)
+#: Guest accesses per 4 random pages of the scale: 2**20 at the full scale.
+ACCESSES_PER_RANDOM = 4
+
+_PERM_FAULT_L3 = FaultKind.PERMISSION.fsc(3)
+_AF_FAULT_L3 = FaultKind.ACCESS_FLAG.fsc(3)
+
+
+def _mmu_only(engine) -> None:
+    if engine is not Stage2:
+        raise TypeError("the MMU rows run on s2pt.Stage2 only (the model has no MMU layer)")
+
+
+def _slot_vm(engine, config, scale, backing=None, size=None):
+    """A VM with one memslot of the scale's bytes at IPA 0 -> PA_BASE, nothing mapped, on a
+    warm pool: the table pages the slot's pages need were used once and are on the free stack
+    (so a first-touch fault measures the handler, not the kernel zeroing fresh memory)."""
+    _mmu_only(engine)
+    vm = _vm(engine, config)
+    size = size or SCALES[scale]["bytes"]
+    _warm(vm, size)
+    slot = vm.add_memslot(0, PA_BASE, size, backing=backing)
+    return vm, slot, size
+
+
+def _page_ipas(vm, size, offset=None) -> np.ndarray:
+    """One IPA in every granule page of [0, size), ascending (at ``offset`` in the page)."""
+    granule = vm.config.granule
+    off = granule // 2 if offset is None else offset
+    return np.arange(size // granule, dtype=np.uint64) * np.uint64(granule) + np.uint64(off)
+
+
+def _touched_vm(engine, config, scale, access=Access.WRITE):
+    """A slot whose every page the guest has touched (4K leaves, writable: not logging)."""
+    vm, slot, size = _slot_vm(engine, config, scale)
+    pages = _page_ipas(vm, size)
+    _, outcome = vm.access_many(pages, access)
+    assert (outcome == FaultOutcome.MAPPED).all()
+    return vm, slot, size, pages
+
+
+def _assert_pas(pa, ipas) -> None:
+    assert (pa == ipas + np.uint64(PA_BASE)).all()
+
+
+def _fscs(vm, ipas, access) -> np.ndarray:
+    pa, fsc = vm.translate_many(ipas, access)
+    return fsc
+
+
+def _hit_ipas(scale, size) -> np.ndarray:
+    """Random byte addresses inside the slot, 4 per random page of the scale (2**20)."""
+    n = ACCESSES_PER_RANDOM * SCALES[scale]["random"]
+    return np.random.default_rng(SEED + 2).integers(0, size, size=n, dtype=np.uint64)
+
+
+def access_hit(engine, config, scale):
+    """access_many over accesses that all hit: the guest's RAM is faulted in (and this batch
+    ran once before, untimed, as the translate rows do)."""
+    vm, slot, size, _ = _touched_vm(engine, config, scale)
+    ipas = _hit_ipas(scale, size)
+    vm.access_many(ipas, Access.READ)
+    vm.fault_counts(clear=True)
+
+    def check(result):
+        pa, outcome = result
+        assert (outcome == FaultOutcome.HIT).all()
+        _assert_pas(pa, ipas)
+        counts = vm.fault_counts()
+        assert counts[FaultOutcome.HIT] == len(ipas) and sum(counts.values()) == len(ipas)
+        assert _leaves(vm, 3) == size // vm.config.granule
+
+    return Case(lambda: vm.access_many(ipas, Access.READ), len(ipas), check)
+
+
+def translate_same(engine, config, scale):
+    """translate_many over the IPAs of access_hit, on the same tables: its baseline."""
+    vm, slot, size, _ = _touched_vm(engine, config, scale)
+    ipas = _hit_ipas(scale, size)
+    out = _outputs(len(ipas))
+
+    def check(result):
+        pa, fsc = result
+        assert (fsc == FSC_NONE).all()
+        _assert_pas(pa, ipas)
+
+    return Case(_translator(vm, ipas, out), len(ipas), check)
+
+
+def fault_pages(engine, config, scale):
+    """First touch of every page of a fresh slot with granule backing, in IPA order: one
+    translation fault and one page mapped per access (warm tables, see _slot_vm)."""
+    vm, slot, size = _slot_vm(engine, config, scale)
+    ipas = _page_ipas(vm, size)
+
+    def check(result):
+        pa, outcome = result
+        assert (outcome == FaultOutcome.MAPPED).all()
+        _assert_pas(pa, ipas)
+        assert _leaves(vm, 3) == len(ipas) and vm.stats()["mapped_bytes"] == size
+        assert vm.table_pages == expected_table_pages(vm, ipas)
+        assert vm.fault_counts()[FaultOutcome.MAPPED] == len(ipas)
+        assert (_fscs(vm, ipas, Access.WRITE) == FSC_NONE).all()  # writable: not logging
+
+    return Case(lambda: vm.access_many(ipas, Access.WRITE), len(ipas), check)
+
+
+def _block_vm(engine, config, scale):
+    """A slot backed by level-2 blocks (2 MiB for 4K), as many as 4K's 2 MiB blocks in the
+    scale's bytes (512 at full scale, at least 2), PA aligned to the block."""
+    _mmu_only(engine)
+    block = _vm(engine, config).config.level_size(2)
+    size = max(2, SCALES[scale]["bytes"] // (2 << 20)) * block
+    vm, slot, size = _slot_vm(engine, config, scale, backing=block, size=size)
+    # One access per block, at a random page inside it: the handler maps the whole block.
+    rng = np.random.default_rng(SEED + 3)
+    granule = vm.config.granule
+    offsets = rng.integers(0, block // granule, size=size // block, dtype=np.uint64)
+    ipas = (np.arange(size // block, dtype=np.uint64) * np.uint64(block)
+            + offsets * np.uint64(granule) + np.uint64(8))
+    return vm, slot, size, block, ipas
+
+
+def fault_blocks(engine, config, scale):
+    """First touch with 2 MiB backing: one access per block maps the block (warm tables)."""
+    vm, slot, size, block, ipas = _block_vm(engine, config, scale)
+
+    def check(result):
+        pa, outcome = result
+        assert (outcome == FaultOutcome.MAPPED).all()
+        _assert_pas(pa, ipas)
+        assert _leaves(vm, 2) == size // block and _leaves(vm, 3) == 0
+        assert vm.stats()["mapped_bytes"] == size
+        assert vm.table_pages == expected_table_pages(vm, ipas, leaf_level=2)
+
+    return Case(lambda: vm.access_many(ipas, Access.WRITE), len(ipas), check)
+
+
+def _check_logging(vm, slot, size) -> None:
+    """Every page of the slot reads its PA and write-faults (permission, level 3); the slot
+    logs with a clear bitmap."""
+    pages = _page_ipas(vm, size)
+    pa, fsc = vm.translate_many(pages, Access.READ)
+    assert (fsc == FSC_NONE).all()
+    _assert_pas(pa, pages)
+    assert (_fscs(vm, pages, Access.WRITE) == _PERM_FAULT_L3).all()
+    assert vm.memslots()[0].log_dirty and not vm.get_dirty_log(slot, clear=False).any()
+
+
+def log_enable(engine, config, scale):
+    """set_log_dirty(slot, True) over a slot the guest has written all over (4K leaves, all
+    writable): every leaf loses write permission, one flush."""
+    vm, slot, size, pages = _touched_vm(engine, config, scale)
+
+    def check(_):
+        _check_logging(vm, slot, size)
+        assert _leaves(vm, 3) == len(pages)
+
+    return Case(lambda: vm.set_log_dirty(slot, True), len(pages), check)
+
+
+def eager_split(engine, config, scale):
+    """set_log_dirty(slot, True, eager_split=True) over a slot mapped as 2 MiB blocks (each
+    touched once): the blocks are write-protected and split to pages. Per page created; the
+    pool's pages for the new tables are warm."""
+    vm, slot, size, block, ipas = _block_vm(engine, config, scale)
+    _, outcome = vm.access_many(ipas, Access.WRITE)
+    assert (outcome == FaultOutcome.MAPPED).all() and _leaves(vm, 2) == size // block
+    n = size // vm.config.granule
+
+    def check(_):
+        assert _leaves(vm, 3) == n and _leaves(vm, 2) == 0
+        assert vm.table_pages == expected_table_pages(vm, _page_ipas(vm, size))
+        _check_logging(vm, slot, size)
+
+    return Case(lambda: vm.set_log_dirty(slot, True, eager_split=True), n, check)
+
+
+def _harvest(engine, config, scale, fraction):
+    """A logging slot of 4K pages in which the guest wrote ``fraction`` of the pages (random,
+    distinct; by access_many after logging was enabled: DIRTY faults), then one harvest
+    get_dirty_log(clear=True), timed for the whole slot."""
+    vm, slot, size, pages = _touched_vm(engine, config, scale)
+    vm.set_log_dirty(slot, True)
+    n = len(pages)
+    rng = np.random.default_rng(SEED + 4)
+    dirty = np.sort(rng.choice(n, size=max(1, round(n * fraction)), replace=False))
+    dirty = dirty.astype(np.uint64)
+    dirty_ipas = dirty * np.uint64(vm.config.granule)
+    _, outcome = vm.access_many(dirty_ipas, Access.WRITE)
+    assert (outcome == FaultOutcome.DIRTY).all()
+
+    def check(bitmap):
+        assert len(bitmap) == (n + 63) // 64
+        assert np.array_equal(bitmap_pages(bitmap), dirty)
+        # Cleared, and the whole slot write-protected again: the next write is DIRTY again.
+        assert not vm.get_dirty_log(slot, clear=False).any()
+        assert (_fscs(vm, pages, Access.WRITE) == _PERM_FAULT_L3).all()
+        _, again = vm.access_many(dirty_ipas[:8], Access.WRITE)
+        assert (again == FaultOutcome.DIRTY).all()
+
+    return Case(lambda: vm.get_dirty_log(slot, clear=True), 1, check)
+
+
+def harvest_1pct(engine, config, scale):
+    return _harvest(engine, config, scale, 0.01)
+
+
+def harvest_01pct(engine, config, scale):
+    return _harvest(engine, config, scale, 0.001)
+
+
+def young_scan(engine, config, scale):
+    """test_clear_young over a slot whose every 4K page is young (just faulted in, AF set):
+    True, and every access flag cleared (no TLB events, as KVM)."""
+    vm, slot, size, pages = _touched_vm(engine, config, scale, Access.READ)
+
+    def check(young):
+        assert young is True
+        assert not vm.young(0, size).any()
+        assert (_fscs(vm, pages, Access.READ) == _AF_FAULT_L3).all()
+        assert _leaves(vm, 3) == len(pages)
+
+    return Case(lambda: vm.test_clear_young(0, size), len(pages), check)
+
+
+def _threads(engine, config, scale, nthreads):
+    """``nthreads`` threads, each on a VM of its own (its own pool, warm): map the scale's
+    bytes as pages in one call, then translate_many 4 random IPAs per page of it (2**20).
+    The threads are started untimed and wait at a barrier; the timed part releases them and
+    joins them (time.perf_counter, as every row). One op = one page mapped or one lookup; ns/op over all VMs, so 1 thread's
+    figure over 2 threads' is the speed-up in throughput."""
+    _mmu_only(engine)
+    size = SCALES[scale]["bytes"]
+    vms = [_warm(_vm(engine, config), size) for _ in range(nthreads)]
+    ipas = _hit_ipas(scale, size)
+    outs = [_outputs(len(ipas)) for _ in vms]
+    barrier = threading.Barrier(nthreads + 1, timeout=120)
+    errors = []
+
+    def work(vm, out):
+        try:
+            barrier.wait()
+            vm.map(0, PA_BASE, size, blocks=False)
+            vm.translate_many(ipas, out=out)
+        except BaseException as exc:  # re-raised by run()
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(vm, out), daemon=True)
+               for vm, out in zip(vms, outs)]
+    for t in threads:
+        t.start()
+    while barrier.n_waiting < nthreads:  # every worker at the barrier: none still starting
+        time.sleep(0.0002)
+
+    def run():
+        barrier.wait()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+
+    def check(_):
+        for vm, (pa, fsc) in zip(vms, outs):
+            assert _leaves(vm, 3) == size // vm.config.granule
+            assert (fsc == FSC_NONE).all()
+            _assert_pas(pa, ipas)
+        assert len({id(vm.pool) for vm in vms}) == nthreads
+
+    ops = nthreads * (size // vms[0].config.granule + len(ipas))
+    return Case(run, ops, check)
+
+
+def threads_1(engine, config, scale):
+    return _threads(engine, config, scale, 1)
+
+
+def threads_2(engine, config, scale):
+    return _threads(engine, config, scale, 2)
+
+
+
 @dataclass(frozen=True)
 class Row:
     name: str
     title: str
     unit: str
-    kernel_ns: float
-    target_ns: float
+    kernel_ns: Optional[float]  #: the kernel's figure (None: no such figure)
+    target_ns: Optional[float]  #: None: the target is a ratio (RATIOS), or this is a baseline
     prepare: Callable[[object, str, str], Case]
     configs: tuple = ("4k40", "4k48")
+    #: also run on the reference model at the model scale (the ratio model/s2pt)
+    model: bool = True
+    #: how figures are shown: "ns", or "us" (ns / 1000) for whole-slot operations
+    shown_in: str = "ns"
+
+    def shown(self, ns: Optional[float]) -> Optional[float]:
+        """``ns`` in the row's display unit."""
+        return None if ns is None else ns / 1000 if self.shown_in == "us" else ns
+
+    @property
+    def per(self) -> str:
+        """The figure's unit, e.g. ``ns/page`` or ``us/slot``."""
+        return f"{self.shown_in}/{self.unit}"
+
+    def met(self, ns: Optional[float]) -> Optional[bool]:
+        """Whether ``ns`` meets the target (None when the row has no target of its own)."""
+        return None if ns is None or self.target_ns is None else ns <= self.target_ns
 
 
 ROWS = (
@@ -268,8 +577,66 @@ ROWS = (
     Row("unmap_random", "unmap the whole range, random pages", "page", 415, 50, unmap_random),
     Row("unmap_per_call", "unmap one page per call (Python loop)", "call", 40, 250,
         unmap_per_call),
+    # issue 8: KVM's MMU layer, a 1 GiB memslot (4K granule, 40-bit IPA in the speed table)
+    Row("access_hit", "access_many, 2^20 hits in a 1 GiB slot", "access", None, None,
+        access_hit, MMU_CONFIGS, model=False),
+    Row("translate_same", "translate_many, the same 2^20 IPAs", "lookup", None, None,
+        translate_same, MMU_CONFIGS, model=False),
+    Row("fault_pages", "first-touch faults, 4K pages (warm tables)", "fault", None, 60,
+        fault_pages, MMU_CONFIGS, model=False),
+    Row("fault_blocks", "first touch, 2 MiB backing (warm tables)", "block", None, 40,
+        fault_blocks, MMU_CONFIGS, model=False),
+    Row("log_enable", "enable dirty logging, 1 GiB of 4K pages", "page", None, 1.5,
+        log_enable, MMU_CONFIGS, model=False),
+    Row("eager_split", "eager split, 1 GiB of 2 MiB blocks", "page", None, 2, eager_split,
+        MMU_CONFIGS, model=False),
+    Row("harvest_1pct", "get_dirty_log(clear=True), 1% pages dirty", "slot", None, 25_000,
+        harvest_1pct, MMU_CONFIGS, model=False, shown_in="us"),
+    Row("harvest_01pct", "get_dirty_log(clear=True), 0.1% pages dirty", "slot", None, 25_000,
+        harvest_01pct, MMU_CONFIGS, model=False, shown_in="us"),
+    Row("young_scan", "test_clear_young, 1 GiB of young 4K pages", "page", None, 1.5,
+        young_scan, MMU_CONFIGS, model=False),
+    Row("threads_1", "map 1 GiB + translate 2^20: 1 VM, 1 thread", "op", None, None,
+        threads_1, MMU_CONFIGS, model=False),
+    Row("threads_2", "the same on 2 VMs (2 pools), 2 threads", "op", None, None,
+        threads_2, MMU_CONFIGS, model=False),
 )
 ROW = {row.name: row for row in ROWS}
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A target on the ratio of two rows' figures (``num / den``), both measured in one run."""
+
+    name: str
+    title: str
+    num: str
+    den: str
+    target: float
+    at_least: bool  #: True: the ratio must be >= target; False: <= target
+
+    def value(self, num_ns: Optional[float], den_ns: Optional[float]) -> Optional[float]:
+        return None if not num_ns or not den_ns else num_ns / den_ns
+
+    def met(self, value: Optional[float]) -> Optional[bool]:
+        if value is None:
+            return None
+        return value >= self.target if self.at_least else value <= self.target
+
+    @property
+    def goal(self) -> str:
+        return f"{'>=' if self.at_least else '<='} {self.target}x"
+
+
+RATIOS = (
+    Ratio("access_vs_translate", "access_many / translate_many, same IPAs", "access_hit",
+          "translate_same", 1.5, at_least=False),
+    Ratio("harvest_scaling", "harvest 1% dirty / 0.1% dirty", "harvest_1pct",
+          "harvest_01pct", 3, at_least=True),
+    Ratio("threads_speedup", "throughput 2 threads / 1 thread (2 VMs)", "threads_1",
+          "threads_2", 1.7, at_least=True),
+)
+RATIO = {ratio.name: ratio for ratio in RATIOS}
 #: The kernel's table pages for 2**18 random pages in 64 GiB (its own random set).
 KERNEL_TABLE_PAGES = 32_821
 
@@ -282,13 +649,49 @@ def table_pages(config: str = "4k40", scale: str = "full") -> tuple[int, int]:
     return vm.stats()["table_pages"], expected_table_pages(vm, pages)
 
 
+def _sample(row: Row, engine, config: str, scale: str) -> float:
+    case = row.prepare(engine, config, scale)
+    start = time.perf_counter_ns()
+    result = case.run()
+    ns = (time.perf_counter_ns() - start) / case.ops
+    case.check(result)
+    return ns
+
+
 def measure(row: Row, engine, config: str, scale: str, repeat: int = 5) -> float:
     """Median ns per operation over ``repeat`` fresh cases (setup and checks not timed)."""
-    samples = []
+    return statistics.median(_sample(row, engine, config, scale) for _ in range(repeat))
+
+
+def measure_rows(rows, engine, config: str, scale: str, repeat: int = 5) -> dict:
+    """{row name: median ns per operation} for rows measured together: their repeats are
+    interleaved (row a, row b, row a, ...), so a ratio between them is not skewed by the
+    machine's drift over the run."""
+    samples = {row.name: [] for row in rows}
     for _ in range(repeat):
-        case = row.prepare(engine, config, scale)
-        start = time.perf_counter_ns()
-        result = case.run()
-        samples.append((time.perf_counter_ns() - start) / case.ops)
-        case.check(result)
-    return statistics.median(samples)
+        for row in rows:
+            samples[row.name].append(_sample(row, engine, config, scale))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def groups(rows) -> list:
+    """``rows`` in order, as lists: the rows of a ratio whose rows are all in ``rows``
+    together (in the order of the first), every other row alone."""
+    names = {row.name for row in rows}
+    linked = {}
+    for ratio in RATIOS:
+        if ratio.num in names and ratio.den in names:
+            group = linked.get(ratio.num) or linked.get(ratio.den) or []
+            for name in (ratio.num, ratio.den):
+                if name not in group:
+                    group.append(name)
+                linked[name] = group
+    out, seen = [], set()
+    for row in rows:
+        if row.name in seen:
+            continue
+        order = [r.name for r in rows]
+        names_ = sorted(linked.get(row.name, [row.name]), key=order.index)
+        out.append([ROW[name] for name in names_])
+        seen.update(names_)
+    return out
