@@ -438,7 +438,8 @@ def test_split_1g_pool_one_page_short_then_exactly_enough(semantics):
 
 @pytest.mark.parametrize("size", [4 * KiB, 2 * MiB])
 def test_split_kvm_part_of_1g_block_pool_short_is_atomic(size):
-    """kvm_pgtable_stage2_split splits the whole 1 GiB block (1 + 512 tables) even when the
+    """Regression (fixed in 1b71bbf: the reservation bounded only the range's tables).
+    kvm_pgtable_stage2_split splits the whole 1 GiB block (1 + 512 tables) even when the
     range touches one page of it; with 512 free pages it must fail and change nothing."""
     pt = vm(pages=2 + 512, semantics="kvm")
     pt.map(GiB, PA, GiB)
@@ -781,6 +782,7 @@ def test_range_op_bad_arguments_change_nothing(granule, ipa_bits, op):
 
 @pytest.mark.parametrize("clear", [False, True])
 def test_young_huge_size_is_a_range_error(clear):
+    """Regression (fixed in 1b71bbf: the bitmap was allocated before the range check)."""
     pt = vm()
     pt.map(GiB, PA, 2 * MiB)
     snap = snapshot(pt)
