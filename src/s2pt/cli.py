@@ -141,7 +141,8 @@ def _mmu_demo(pt: Stage2, out) -> None:
         raise AssertionError("harvested page still writable")
     _, outcome = pt.access_many(at(written[:1]), Access.WRITE)
     out(f"  page {written[0]} write-protected again ({fault}); next write: "
-        f"{_outcomes(outcome)}; log now {_pages(bitmap_pages(pt.get_dirty_log(slot, clear=False)))}")
+        f"{_outcomes(outcome)}; log now "
+        f"{_pages(bitmap_pages(pt.get_dirty_log(slot, clear=False)))}")
 
     out("\nAging scan (access flags, as KVM's MMU notifiers age guest pages):")
     pt.tlbi_log()
@@ -338,7 +339,8 @@ def bench(args: argparse.Namespace) -> int:
     out(f"\nkernel: arch/arm64/kvm/hyp/pgtable.c as a user-space program, same kind of machine, "
         f"4K/40-bit. model: s2pt.model.ReferenceStage2 at the small scale, ratio = model/s2pt "
         f"at that scale (the MMU rows run on s2pt only). First-touch rows: fresh VMs on warm "
-        f"pools (the handler, not the kernel zeroing memory). {time.perf_counter() - started:.1f} s.")
+        f"pools (the handler, not the kernel zeroing memory). "
+        f"{time.perf_counter() - started:.1f} s.")
     return 0 if ok and used == expected else 1
 
 

@@ -486,11 +486,12 @@ _THREAD_VMS: dict = {}
 def _thread_vm(config, scale, k, n):
     """Worker ``k``'s VM (its own pool) and result arrays, emptied. They are made once per
     process and reused by every round of both thread rows (1 thread uses worker 0): a
-    long-running VM's steady state, and no memory churn between rounds. (On the 2-vCPU VM
-    this was measured on, fresh VMs and arrays every round made even two *processes* doing
-    this slow each other down ~2x: the machine's handling of fresh and freed memory, not
-    s2pt's threads. Stalls of a few ms of one vCPU still happen: see the spread of 2
-    threads' rounds.)"""
+    long-running VM's steady state, with no memory churn between rounds (fresh VMs and
+    arrays every round were slower still on the 2-vCPU VM this was measured on). There the
+    2-thread rounds still spread from 2.0x down to ~1x: with each worker pinned, the one on
+    CPU 0 runs ~2x slower while the one on CPU 1 runs at full speed, yet two pinned
+    *processes* doing the same work scale ~1.9x -- the machine, not a lock of s2pt's (both
+    calls run without the GIL, each pool has its own lock)."""
     key = (config, scale, k)
     if key not in _THREAD_VMS:
         _THREAD_VMS[key] = (_warm(_vm(Stage2, config), SCALES[scale]["bytes"]), _outputs(n))
@@ -502,11 +503,11 @@ def _thread_vm(config, scale, k, n):
 
 def _threads(engine, config, scale, nthreads):
     """``nthreads`` threads, each on a VM of its own (its own pool, warm, reused across rounds:
-    _thread_vm): map the scale's
-    bytes as pages in one call, then translate_many 4 random IPAs per page of it (2**20).
-    The threads are started untimed and wait at a barrier; the timed part releases them and
-    joins them (time.perf_counter, as every row). One op = one page mapped or one lookup; ns/op over all VMs, so 1 thread's
-    figure over 2 threads' is the speed-up in throughput."""
+    _thread_vm): map the scale's bytes as pages in one call, then translate_many 4 random
+    IPAs per page of it (2**20). The threads are started untimed and wait at a barrier; the
+    timed part releases them and joins them (time.perf_counter, as every row). One op = one
+    page mapped or one lookup; ns/op over all VMs, so 1 thread's figure over 2 threads' is
+    the speed-up in throughput."""
     _mmu_only(engine)
     size = SCALES[scale]["bytes"]
     ipas = _THREAD_VMS.get((config, scale, "ipas"))
