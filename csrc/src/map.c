@@ -491,6 +491,53 @@ int s2pt_map(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
 	return ret ? ret : map_apply(pt, ipa, pa, size, prot, memattr, flags);
 }
 
+/* Does @f still name an empty entry of @pt where a leaf of @size at @ipa belongs? No table
+ * of @pt freed since the walk means the entry's table is still the one that walk reached. */
+static uint64_t *fault_entry(const struct s2pt_pgtable *pt, const struct s2pt_fault *f,
+			     uint64_t ipa, uint64_t pa, uint64_t size, uint32_t flags)
+{
+	const struct s2pt_pool *pool = pt->pool;
+	uint64_t span, offset;
+	int level;
+
+	if (!f || !f->ptep || f->kind != S2PT_FAULT_TRANSLATION || f->frees != pt->frees)
+		return NULL;
+	level = f->level;
+	if (level < pt->cfg.min_block_level || level > 3 || (level < 3 && (flags & S2PT_MAP_NO_BLOCKS)))
+		return NULL;
+	span = s2pt__span(&pt->cfg, level);
+	if (size != span || ((ipa | pa) & (span - 1)) || (f->ipa & ~(span - 1)) != ipa)
+		return NULL;
+	offset = (uint64_t)((uintptr_t)f->ptep - (uintptr_t)pool->mem);
+	if ((uintptr_t)f->ptep < (uintptr_t)pool->mem || offset >> pool->granule_shift >= pool->capacity ||
+	    pool->owner[offset >> pool->granule_shift] != pt->owner || *f->ptep)
+		return NULL;
+	return f->ptep;
+}
+
+int s2pt_map_fault(struct s2pt_pgtable *pt, const struct s2pt_fault *f, uint64_t ipa,
+		   uint64_t pa, uint64_t size, uint32_t prot, uint32_t memattr, uint32_t flags)
+{
+	int ret = map_check(pt, ipa, pa, size, prot, memattr, flags);
+	uint64_t *ptep;
+
+	if (ret)
+		return ret;
+	ptep = fault_entry(pt, f, ipa, pa, size, flags);
+	if (!ptep)
+		return map_apply(pt, ipa, pa, size, prot, memattr, flags);
+	/* An empty entry becomes a leaf: nothing was cached, so no invalidation (as s2pt_map). */
+	pt->allocs = 0;
+	s2pt__set_pte(pt, ptep,
+		      s2pt_leaf_pte(&pt->cfg, pa,
+				    s2pt_leaf_attrs(&pt->cfg, prot,
+						    (uint32_t)s2pt_memattr_field(&pt->cfg, memattr),
+						    !(flags & S2PT_MAP_NO_AF),
+						    (flags & S2PT_MAP_SW_MASK) >> S2PT_MAP_SW_SHIFT),
+				    f->level));
+	return 0;
+}
+
 int s2pt_map_many(struct s2pt_pgtable *pt, const uint64_t *ipas, const uint64_t *pas,
 		  const uint64_t *sizes, size_t size_stride, size_t n, uint32_t prot,
 		  uint32_t memattr, uint32_t flags, size_t *done)

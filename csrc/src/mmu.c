@@ -487,7 +487,8 @@ static int handle(struct s2pt_mmu *mmu, uint64_t ipa, uint32_t access,
 			return 0;
 		}
 	} else {
-		ret = s2pt_map(pt, base, s->pa + (base - s->ipa), size, prot, S2PT_MEMATTR_NORMAL, 0);
+		ret = s2pt_map_fault(pt, f, base, s->pa + (base - s->ipa), size, prot,
+				     S2PT_MEMATTR_NORMAL, 0);
 		*outcome = S2PT_OUTCOME_MAPPED;
 		*hit_pa = s->pa + (ipa - s->ipa);
 	}

@@ -12,6 +12,8 @@ static inline int fault(struct s2pt_fault *f, uint32_t kind, int level, uint64_t
 	f->fsc = s2pt_fsc(kind, level);
 	f->ipa = ipa;
 	f->desc = desc;
+	f->ptep = NULL;
+	f->frees = 0;
 	return S2PT_EFAULT;
 }
 
@@ -104,7 +106,13 @@ static inline int walk_one(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t
 			*leaf_level = level;
 			return 0;
 		case STEP_FAULT:
-			return fault(f, kind, level, ipa, pte);
+			fault(f, kind, level, ipa, pte);
+			if (kind == S2PT_FAULT_TRANSLATION) {
+				/* The walk only reads; the pointer is for s2pt_map_fault(). */
+				f->ptep = (uint64_t *)(uintptr_t)&table[idx];
+				f->frees = pt->frees;
+			}
+			return S2PT_EFAULT;
 		default:
 			return S2PT_EINVARIANT;
 		}

@@ -119,6 +119,9 @@ enum s2pt_fault_kind {
  * @ipa:   the faulting IPA.
  * @desc:  the descriptor the walk stopped at (0 for none: an IPA beyond the IPA size or a
  *         root address beyond the PA size); an invalid one may hold an owner annotation.
+ * @ptep:  for a translation fault of s2pt_translate()/s2pt_lookup(), the entry @desc was read
+ *         from (else NULL), and @frees the page table's @frees then: s2pt_map_fault() writes
+ *         that entry without walking again while both still hold. Opaque to callers.
  */
 struct s2pt_fault {
 	uint32_t kind;
@@ -126,6 +129,8 @@ struct s2pt_fault {
 	uint32_t fsc;
 	uint64_t ipa;
 	uint64_t desc;
+	uint64_t *ptep;
+	uint64_t frees;
 };
 
 /**
@@ -558,6 +563,17 @@ int s2pt_map(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_t size,
  *
  * Return: as s2pt_map().
  */
+/**
+ * s2pt_map_fault() - s2pt_map() of a leaf that resolves translation fault @f, which
+ * s2pt_translate() or s2pt_lookup() of an IPA inside [@ipa, @ipa + @size) reported on @pt.
+ * Same arguments, checks, result and TLB events as s2pt_map(); when the tables have lost no
+ * page since (@pt->frees) and the faulting entry is still empty at the level of a @size leaf,
+ * the entry is written in place, saving the second walk (a fault handler's common case).
+ * @f may be stale or NULL: then this is s2pt_map().
+ */
+int s2pt_map_fault(struct s2pt_pgtable *pt, const struct s2pt_fault *f, uint64_t ipa,
+		   uint64_t pa, uint64_t size, uint32_t prot, uint32_t memattr, uint32_t flags);
+
 int s2pt_map_many(struct s2pt_pgtable *pt, const uint64_t *ipas, const uint64_t *pas,
 		  const uint64_t *sizes, size_t size_stride, size_t n, uint32_t prot,
 		  uint32_t memattr, uint32_t flags, size_t *done);
