@@ -699,6 +699,11 @@ def test_relax_perms_holes_and_refusals(granule, ipa_bits):
     top = 1 << ipa_bits
     for hole in (4 * bs + g, 6 * bs, top, 2**64 - 1):
         assert pt.relax_perms(hole, Prot.RWX) is False
+    # No leaf changes nothing, but KVM still flushes the page's IPA (no level hint) inside
+    # the IPA size: the attribute walk's -EAGAIN counts as a reason to invalidate.
+    assert events(pt) == [ipa_ev(4 * bs + g, g, s2pt.TLBI_LEVEL_UNKNOWN, s2pt.TLBI_PERM),
+                          ipa_ev(6 * bs, g, s2pt.TLBI_LEVEL_UNKNOWN, s2pt.TLBI_PERM)]
+    snap = snapshot(pt)
     # PX alone (or UX alone) on a no-exec leaf without FEAT_XNX: XN[0] is RES0, so the
     # result could not be expressed.
     for prot in (Prot.PX, Prot.UX, Prot.R | Prot.PX):

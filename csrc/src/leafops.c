@@ -253,8 +253,13 @@ int s2pt_relax_perms(struct s2pt_pgtable *pt, uint64_t ipa, uint32_t prot, int *
 	if (ret)
 		return ret;
 	pte = *ptep;
-	if (!s2pt_pte_valid(pte))
+	if (!s2pt_pte_valid(pte)) {
+		/* The walk met no leaf (-EAGAIN in KVM: a race with an unmap). KVM flushes then
+		 * too, with no level hint: the fault came from an entry the TLB may still hold. */
+		s2pt__tlbi(pt, S2PT_TLBI_IPA, ipa & ~((1ull << pt->cfg.granule_shift) - 1),
+			   1ull << pt->cfg.granule_shift, S2PT_TLBI_LEVEL_UNKNOWN, S2PT_TLBI_PERM);
 		return 0;
+	}
 	now = s2pt_pte_prot(&pt->cfg, pte) | prot;
 	if (s2pt__check_prot(&pt->cfg, now))
 		return S2PT_EINVAL;

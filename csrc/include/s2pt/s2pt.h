@@ -709,9 +709,11 @@ int s2pt_young_bitmap(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, int 
 
 /**
  * s2pt_relax_perms() - add @prot to the permissions of the valid leaf translating @ipa, never
- * removing any (kvm_pgtable_stage2_relax_perms()); @found: 1 if there was one. Whenever a
- * leaf was found one IPA event at its level, S2PT_TLBI_PERM, is recorded (KVM invalidates the
- * local TLB even when nothing changed: the fault may have come from a stale entry).
+ * removing any (kvm_pgtable_stage2_relax_perms()); @found: 1 if there was one. One IPA event,
+ * S2PT_TLBI_PERM, is recorded for every call within the IPA size: at the leaf's level when
+ * one was found, even if nothing changed, and for the granule page with no level hint when
+ * none was (KVM flushes on success and on -EAGAIN alike: the fault may have come from a
+ * stale TLB entry).
  * Return: 0, S2PT_EINVAL (@prot, or a result PX != UX without FEAT_XNX, or execute on a
  * Device leaf), S2PT_EDESTROYED.
  */
