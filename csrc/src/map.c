@@ -658,6 +658,41 @@ static int unmap_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	return s2pt_pte_valid(ctx->old) ? s2pt__split_block(ctx, 1) : 0;
 }
 
+/*
+ * The common case of callers that unmap one leaf per call: [ipa, ipa + size) is exactly one
+ * non-empty entry, in a table that keeps other entries (or a root), so nothing splits and no
+ * table is freed. Returns 1 when done, 0 when the walker must run.
+ */
+static int unmap_leaf_fast(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size,
+			   struct unmap_args *u)
+{
+	const struct s2pt_config *cfg = &pt->cfg;
+	uint64_t *table = pt->root, *ptep, pte, span;
+	int level;
+
+	for (level = cfg->start_level;; level++) {
+		uint64_t idx = ipa >> s2pt_level_shift(cfg, level);
+
+		ptep = &table[level == cfg->start_level ? idx : idx & ((1ull << cfg->stride) - 1)];
+		pte = *ptep;
+		if (!s2pt_pte_is_table(pte, level))
+			break;
+		table = s2pt__child(pt, pte);
+	}
+	span = s2pt__span(cfg, level);
+	if (!pte || size != span || (ipa & (span - 1)) ||
+	    (level != cfg->start_level && *s2pt__page_count(pt, ptep) <= 2))
+		return 0;
+	pt->allocs = 0;
+	if (s2pt_pte_valid(pte)) {
+		u->unmapped += span;
+		if (!u->deferred)
+			s2pt__tlbi_leaf(pt, ipa, level, S2PT_TLBI_UNMAP);
+	}
+	s2pt__set_pte(pt, ptep, 0);
+	return 1;
+}
+
 static int unmap_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint64_t *unmapped)
 {
 	struct unmap_args u = {.deferred = s2pt__unmap_deferred(&pt->cfg)};
@@ -671,11 +706,15 @@ static int unmap_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uin
 
 	if (size == 0)
 		return 0;
-	need = s2pt__bound_settles(pt, ipa, ipa + size) || s2pt__kvm(pt)
-		       ? 0
-		       : s2pt__need_edges(pt, pt->root, pt->cfg.root_entries,
-				    pt->cfg.start_level, ipa, ipa + size, S2PT__EDGE_ANY);
-	ret = s2pt__walk_reserved(pt, ipa, size, need, &w);
+	if (unmap_leaf_fast(pt, ipa, size, &u)) {
+		ret = 0;
+	} else {
+		need = s2pt__bound_settles(pt, ipa, ipa + size) || s2pt__kvm(pt)
+			       ? 0
+			       : s2pt__need_edges(pt, pt->root, pt->cfg.root_entries,
+					    pt->cfg.start_level, ipa, ipa + size, S2PT__EDGE_ANY);
+		ret = s2pt__walk_reserved(pt, ipa, size, need, &w);
+	}
 	/* KVM issues its deferred range flush even when nothing was mapped. */
 	if (!ret && u.deferred && (u.unmapped || s2pt__kvm(pt)))
 		s2pt__tlbi(pt, S2PT_TLBI_RANGE, ipa, size, S2PT_TLBI_LEVEL_UNKNOWN, S2PT_TLBI_UNMAP);

@@ -17,6 +17,12 @@ from cpython.pythread cimport (
     PyThread_release_lock,
 )
 from cpython.buffer cimport PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
+from cpython.object cimport PyTypeObject
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_SET_ITEM
+
+cdef extern from "Python.h":
+    object PyType_GenericAlloc(PyTypeObject *type, Py_ssize_t nitems)
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -90,6 +96,42 @@ _MEMATTR = tuple(MemAttr(i) if i in MemAttr._value2member_map_ else i
                  for i in range(S2PT_MEMATTR_RESERVED + 16))
 _U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
 
+cdef extern from *:
+    """
+    /* Before 3.14 a tuple is its header and items; 3.14 adds a cached hash that only
+     * tuple's own constructors initialise. */
+    #define S2PT_RAW_TUPLES (PY_VERSION_HEX < 0x030E0000)
+    """
+    bint S2PT_RAW_TUPLES
+
+cdef tuple _PROTS = _PROT
+cdef tuple _MEMATTRS = _MEMATTR
+cdef object _TUPLE_NEW = tuple.__new__
+
+
+cdef inline void _put(object t, Py_ssize_t i, object value) noexcept:
+    Py_INCREF(value)  # PyTuple_SET_ITEM steals it
+    PyTuple_SET_ITEM(t, i, value)
+
+
+cdef object _translation(const s2pt_translation *t):
+    """A Translation, built as the tuple it is: the NamedTuple's Python-level __new__
+    costs ten times the walk."""
+    cdef object r
+    if not S2PT_RAW_TUPLES:
+        return _TUPLE_NEW(Translation, (t.pa, t.level, t.size, _PROTS[t.prot],
+                                        _MEMATTRS[t.memattr], t.af != 0, t.pte, t.sw))
+    r = PyType_GenericAlloc(<PyTypeObject *>Translation, 8)
+    _put(r, 0, t.pa)
+    _put(r, 1, t.level)
+    _put(r, 2, t.size)
+    _put(r, 3, _PROTS[t.prot])
+    _put(r, 4, _MEMATTRS[t.memattr])
+    _put(r, 5, t.af != 0)
+    _put(r, 6, t.pte)
+    _put(r, 7, t.sw)
+    return r
+
 
 # ---- errors -------------------------------------------------------------------------------
 
@@ -121,7 +163,9 @@ cdef inline uint64_t _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
     cdef unsigned long long v
     if not PyLong_Check(value):
         value = _int(value, name)
-    v = PyLong_AsUnsignedLongLong(value)
+    # unsigned long is 64 bits on LP64 and its conversion skips the byte-array path that
+    # PyLong_AsUnsignedLongLong takes for every value above 2**30.
+    v = PyLong_AsUnsignedLong(value) if sizeof(unsigned long) == 8 else PyLong_AsUnsignedLongLong(value)
     if v == <unsigned long long>-1 and PyErr_Occurred():
         _int_error(value, name, RangeError, "does not fit in 64 bits (0 .. 2**64-1)")
     return v
@@ -1250,8 +1294,7 @@ cdef class Stage2:
         cdef uint64_t i = _u64(ipa, "ipa")
         cdef int rc = s2pt_translate(&self.pt, i, _u32(access, "access"), &t, &f)
         if rc == 0:
-            return Translation(t.pa, t.level, t.size, _PROT[t.prot], _MEMATTR[t.memattr],
-                               bool(t.af), t.pte, t.sw)
+            return _translation(&t)
         if rc == S2PT_EFAULT:
             raise Stage2Fault(f.kind, f.level, f.fsc, f.ipa)
         if rc == S2PT_EINVAL:
@@ -1265,8 +1308,7 @@ cdef class Stage2:
         cdef s2pt_fault f
         cdef int rc = s2pt_lookup(&self.pt, _u64(ipa, "ipa"), &t, &f)
         if rc == 0:
-            return Translation(t.pa, t.level, t.size, _PROT[t.prot], _MEMATTR[t.memattr],
-                               bool(t.af), t.pte, t.sw)
+            return _translation(&t)
         if rc == S2PT_EFAULT:
             return None
         _raise(rc)
@@ -1425,3 +1467,11 @@ cdef class Stage2:
         state = "destroyed" if self.pt.destroyed else f"{self.pt.table_pages} table pages"
         return (f"Stage2(ipa_bits={self.ipa_bits}, granule={self.granule}, "
                 f"pa_bits={self.pa_bits}, vmid={self.vmid}, {state})")
+
+
+cdef class _Floor:
+    """The interpreter's floor for a per-call benchmark: a Cython method taking three
+    integers (converted to uint64, as map converts ipa, pa and size) that does nothing."""
+
+    def call(self, uint64_t a, uint64_t b, uint64_t c):
+        pass
