@@ -1428,6 +1428,34 @@ cdef class Stage2:
         if rc:
             _raise(rc)
 
+    def dump(self):
+        """The tables as text in KVM's stage-2 ptdump format (the per-VM debugfs file
+        ``stage2_page_tables``): a ``---[ Guest IPA ]---`` line, then one line per run of
+        adjacent entries of one level with the same attribute bits: ``start-end``, size,
+        level, and the F / R / W / XN (px ux) / AF / BLK columns. Formatting is in C
+        (``s2pt_dump``)."""
+        self._sync()
+        cdef char small[4096]
+        cdef char *buf = NULL
+        cdef size_t needed = 0
+        cdef int rc = s2pt_dump(&self.pt, small, sizeof(small), &needed)
+        if rc:
+            _raise(rc)
+        if needed < sizeof(small):
+            return small[:needed].decode("ascii")
+        # Too big for the stack buffer: the GIL is held throughout, so the tables cannot
+        # change before the second walk.
+        buf = <char *>malloc(needed + 1)
+        if buf == NULL:
+            raise MemoryError()
+        try:
+            rc = s2pt_dump(&self.pt, buf, needed + 1, &needed)
+            if rc:
+                _raise(rc)
+            return buf[:needed].decode("ascii")
+        finally:
+            free(buf)
+
     def tlbi_log(self, clear=True):
         """TLB invalidations the changes so far require, in order, as a numpy structured array
         of TLBI_DTYPE: ``kind`` (TLBI_IPA / TLBI_RANGE / TLBI_VMID), ``level`` (leaf level

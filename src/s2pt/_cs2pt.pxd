@@ -218,6 +218,7 @@ cdef extern from "s2pt/s2pt.h" nogil:
 
     int s2pt_stats(const s2pt_pgtable *pt, s2pt_stats_t *out)
     int s2pt_check(const s2pt_pgtable *pt, char *msg, size_t msg_len)
+    int s2pt_dump(const s2pt_pgtable *pt, char *buf, size_t len, size_t *needed)
 
 
 # csrc/include/s2pt/mmu.h: KVM's MMU layer above the engine.

@@ -867,6 +867,24 @@ struct s2pt_stats {
 int s2pt_stats(const struct s2pt_pgtable *pt, struct s2pt_stats *out);
 
 /**
+ * s2pt_dump() - the tables as text in the format of KVM's per-VM debugfs file
+ * "stage2_page_tables" (current mainline; csrc/src/ptdump.c lists the format's rules).
+ * A "---[ Guest IPA ]---" line, then one line per run of adjacent non-table entries (valid
+ * leaves and empty or annotated entries) of one level with the same valid, type, S2AP, AF
+ * and XN bits, over [0, 2^ipa_bits): start-end, size (K/M/G/...), level, and for entries
+ * with any of those bits set the columns F, R, W, XN pair (px/PXN ux/UXN), AF, BLK.
+ * Output addresses and memory attributes are not shown (KVM's format has no column for them).
+ * @buf, @len: the text and a NUL go here, like snprintf(): at most @len - 1 bytes of text
+ *             and a NUL when @len > 0; @buf may be NULL when @len is 0 (a size query).
+ * @needed:    the length of the whole text, NUL not counted. The text in @buf is complete
+ *             iff *needed < @len; otherwise call again with *needed + 1 bytes.
+ * Read-only like s2pt_stats(): one walk per call (the common walker), nothing allocated.
+ * Return: 0 (also when @buf was too small), S2PT_EINVAL (@needed NULL, or @buf NULL with
+ * @len > 0), S2PT_EDESTROYED.
+ */
+int s2pt_dump(const struct s2pt_pgtable *pt, char *buf, size_t len, size_t *needed);
+
+/**
  * s2pt_check() - verify every invariant of @pt and of its pages in the pool: counts equal
  * 1 + non-zero entries, no non-root table is empty, every table page is reachable exactly
  * once and owned by @pt, no page of @pt is unreachable, descriptors are well formed (types
