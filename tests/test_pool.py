@@ -272,3 +272,45 @@ def test_root_is_aligned_in_a_fragmented_shared_pool():
     assert a.translate(19 << 30).pa == 0
     a.check()
     b.check()
+
+
+@pytest.mark.parametrize("granule", [4096, 16384, 65536])
+def test_dropped_pool_memory_comes_back_zero(granule):
+    """Pools dropped with their VMs hand their memory to the next pool of the same size (a
+    fresh VM must not pay for mmap and page faults): that pool must see all-zero pages,
+    zero counts, and allocate from its first page, as a pool over fresh memory does."""
+    pages = 256
+    fresh = s2pt.PagePool(pages, granule)
+    vm = s2pt.Stage2(40, granule, pool=fresh)
+    root_first = vm.root_pa
+    del vm, fresh
+    gc.collect()
+    for round_ in range(3):
+        pool = s2pt.PagePool(pages, granule)
+        assert not pool.words.any() and not pool.refcounts.any()
+        assert pool.used == 0 and pool.free == pages
+        vms = [s2pt.Stage2(40, granule, pool=pool, vmid=i + 1) for i in range(3)]
+        assert vms[0].root_pa == root_first
+        for i, vm in enumerate(vms):
+            vm.map(i * granule * 512, 0x8000_0000, 64 * granule, blocks=False)
+            vm.map(1 << 32, 0x4000_0000 * (i + 1), 32 << 20)
+        vms[1].destroy()  # one destroyed, the others just dropped
+        for vm in vms:
+            if not vm.destroyed:
+                vm.check()
+        del vms, vm, pool
+        gc.collect()
+
+
+def test_vm_lifecycle_leaves_default_pool_clean():
+    """A VM with its own default pool, created and dropped many times: every incarnation
+    starts empty (two root pages for 4K/40-bit), and its tables are what it mapped."""
+    for i in range(50):
+        vm = s2pt.Stage2()
+        assert vm.table_pages == vm.root_tables == 2
+        assert vm.pool.used == 2 and not vm.pool.words.any()
+        vm.map(i * 4096, 0x8000_0000, 4096)
+        assert vm.table_pages == 4 and vm.translate(i * 4096).pa == 0x8000_0000
+        if i % 2:
+            vm.destroy()
+        del vm

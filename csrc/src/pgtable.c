@@ -29,12 +29,48 @@ int s2pt_pgtable_init(struct s2pt_pgtable *pt, const struct s2pt_config *cfg,
 	return 0;
 }
 
+/*
+ * Clear the table page @index (entries at @level) and free every table below it. Only the
+ * parts the occupancy hint marks are read, and only while the page's count says entries
+ * are left, so a sparse VM costs what it maps, not the size of its IPA space.
+ */
+static void clear_page(struct s2pt_pgtable *pt, uint32_t index, int level)
+{
+	struct s2pt_pool *pool = pt->pool;
+	uint64_t *table = (uint64_t *)(pool->mem + ((size_t)index << pool->granule_shift));
+	uint32_t shift = s2pt__hint_shift(pool);
+	uint64_t parts = pool->hint[index];
+
+	while (parts && pool->refcount[index] > 1) {
+		uint32_t b = (uint32_t)__builtin_ctzll(parts);
+
+		parts &= parts - 1;
+		for (uint64_t e = (uint64_t)b << shift; e < ((uint64_t)b + 1) << shift; e++) {
+			uint64_t pte = table[e];
+
+			if (!pte)
+				continue;
+			if (s2pt_pte_is_table(pte, level)) {
+				uint32_t child = s2pt__child_index(pt, pte);
+
+				clear_page(pt, child, level + 1);
+				s2pt__table_free(pt, child);
+			}
+			table[e] = 0;
+			pool->refcount[index]--;
+		}
+	}
+	S2PT_ASSERT(pool->refcount[index] == 1);
+	pool->hint[index] = 0;
+}
+
 void s2pt_pgtable_destroy(struct s2pt_pgtable *pt)
 {
 	if (!pt || pt->destroyed)
 		return;
 	/* Tables are unreachable once the VM is gone: one VMID-wide invalidation covers all. */
-	(void)s2pt__clear_range(pt, 0, 1ull << pt->cfg.ipa_bits);
+	for (uint32_t i = 0; i < pt->cfg.root_tables; i++)
+		clear_page(pt, pt->root_index + i, pt->cfg.start_level);
 	for (uint32_t i = 0; i < pt->cfg.root_tables; i++)
 		s2pt__table_free(pt, pt->root_index + i);
 	S2PT_ASSERT(pt->table_pages == 0);

@@ -466,6 +466,55 @@ def translate_image(image, image_pa, vtcr, vttbr, ipa, access=Access.READ, *, fw
 
 # ---- pool ---------------------------------------------------------------------------------
 
+# ---- memory for pools and TLB logs ---------------------------------------------------------
+# Fuzzers and sweeps create and drop VMs by the thousand; an mmap and munmap pair per buffer
+# (and the page faults of touching it again) would cost more than the VM's whole work. A
+# dropped pool's memory is all zero again (the core clears tables before it frees them, and
+# metadata of free pages is zero), so it is kept and handed out again as it is. Only buffers
+# with little committed memory are kept, and few: the cache never holds much RSS.
+cdef enum:
+    _CACHE_SLOTS = 16
+    _CACHE_COMMITTED_MAX = 4 << 20
+
+cdef struct _Buffer:
+    void *mem
+    size_t bytes
+    int zero  # all zero (pool memory and metadata), else scratch (TLB logs)
+
+cdef _Buffer _cache[_CACHE_SLOTS]
+cdef int _ncache = 0
+
+
+cdef void *_mem_get(size_t bytes, int zero) noexcept:
+    """Lazily committed memory, zero-filled if @zero (GIL held: the cache needs no other
+    lock)."""
+    global _ncache
+    cdef int i
+    cdef void *mem
+    for i in range(_ncache - 1, -1, -1):
+        if _cache[i].bytes == bytes and _cache[i].zero == zero:
+            mem = _cache[i].mem
+            _ncache -= 1
+            _cache[i] = _cache[_ncache]
+            return mem
+    return s2pt_mem_alloc(bytes)
+
+
+cdef void _mem_put(void *mem, size_t bytes, int zero, size_t committed) noexcept:
+    """Give back memory from _mem_get(), all zero again if @zero (@committed: how much of
+    it was ever touched, at most)."""
+    global _ncache
+    if mem == NULL:
+        return
+    if committed <= _CACHE_COMMITTED_MAX and _ncache < _CACHE_SLOTS:
+        _cache[_ncache].mem = mem
+        _cache[_ncache].bytes = bytes
+        _cache[_ncache].zero = zero
+        _ncache += 1
+    else:
+        s2pt_mem_free(mem, bytes)
+
+
 cdef class PagePool:
     """One contiguous buffer of ``granule``-sized table pages; page ``i`` has PA
     ``base_pa + i * granule``.
@@ -496,8 +545,8 @@ cdef class PagePool:
             raise InvalidArgumentError(f"pages must be 1 .. 2**31, not {pages}")
         self.mem_bytes = npages * gran
         self.meta_bytes = s2pt_pool_meta_bytes(<uint32_t>npages)
-        self.mem = s2pt_mem_alloc(self.mem_bytes)
-        self.meta = s2pt_mem_alloc(self.meta_bytes)
+        self.mem = _mem_get(self.mem_bytes, 1)
+        self.meta = _mem_get(self.meta_bytes, 1)
         if self.mem == NULL or self.meta == NULL:
             self._release()
             raise MemoryError(f"cannot reserve {self.mem_bytes} bytes for {npages} pages")
@@ -509,8 +558,19 @@ cdef class PagePool:
                        f"end at or below 2**52")
 
     cdef _release(self):
-        s2pt_mem_free(self.mem, self.mem_bytes)
-        s2pt_mem_free(self.meta, self.meta_bytes)
+        # Every VM of the pool is gone (each holds a reference), so with no page in use the
+        # memory is zero again; touched: the pages below the high-water mark and their
+        # metadata.
+        cdef uint32_t hiwater = self.pool.hiwater
+        if self.mem != NULL and self.meta != NULL and self.pool.used == 0:
+            # Counts and owners of free pages are zero; hints and the free stack are not.
+            memset(self.pool.hint, 0, hiwater * sizeof(uint64_t))
+            memset(self.pool.free_stack, 0, hiwater * sizeof(uint32_t))
+            _mem_put(self.mem, self.mem_bytes, 1, <size_t>hiwater << self.pool.granule_shift)
+            _mem_put(self.meta, self.meta_bytes, 1, s2pt_pool_meta_bytes(hiwater) + 4 * 4096)
+        else:
+            s2pt_mem_free(self.mem, self.mem_bytes)
+            s2pt_mem_free(self.meta, self.meta_bytes)
         self.mem = NULL
         self.meta = NULL
 
@@ -647,12 +707,12 @@ cdef class Stage2:
         else:
             raise InvalidArgumentError(f"pool must be a PagePool or None, not {type(pool)}")
         if cap:
-            self.events = <s2pt_tlbi *>malloc(cap * sizeof(s2pt_tlbi))
+            self.events = <s2pt_tlbi *>_mem_get(cap * sizeof(s2pt_tlbi), 0)
             if self.events == NULL:
                 raise MemoryError()
         rc = s2pt_pgtable_init(&self.pt, &config.cfg, &p.pool)
         if rc:
-            free(self.events)
+            _mem_put(self.events, cap * sizeof(s2pt_tlbi), 0, 0)
             self.events = NULL
             if rc == S2PT_ECONFIG:
                 raise ConfigError(
@@ -673,7 +733,7 @@ cdef class Stage2:
         if not self.pt.destroyed:
             s2pt_pgtable_destroy(&self.pt)
         s2pt_mmu_release(&self.mmu)
-        free(self.events)
+        _mem_put(self.events, self.log.capacity * sizeof(s2pt_tlbi), 0, 0)
 
     cdef inline int _sync(self) except -1:
         """Wait while another thread runs a GIL-free call on this VM's pool."""

@@ -107,6 +107,7 @@ cdef extern from "s2pt/s2pt.h" nogil:
         uint32_t used
         uint32_t hiwater
         uint32_t nfree
+        uint64_t *hint
         uint32_t *refcount
         uint32_t *owner
         uint32_t *free_stack

@@ -362,7 +362,8 @@ int s2pt_pool_refcount(const struct s2pt_pool *pool, uint64_t pa, uint32_t *coun
 
 /**
  * s2pt_mem_alloc() - reserve @bytes of zero-filled, lazily committed memory (anonymous
- * private mmap without swap reservation, transparent huge pages advised where available).
+ * private mmap without swap reservation, transparent huge pages advised beyond the first 2 MiB
+ * where available, so a small pool's first pages cost 4 KiB faults).
  * Return: the memory, or NULL.
  */
 void *s2pt_mem_alloc(size_t bytes);
