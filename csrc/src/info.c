@@ -216,21 +216,23 @@ static int check_table(struct checker *c, uint32_t index, uint64_t nentries, int
 	return 0;
 }
 
-static int check_pool(struct checker *c)
+/* The pool's own bookkeeping: free stack, free pages zero, counts. @seen: capacity bytes. */
+static int pool_problem(struct checker *c, const struct s2pt_pool *pool, uint8_t *seen)
 {
-	const struct s2pt_pool *pool = c->pt->pool;
 	uint64_t words = s2pt__granule(pool) / 8;
-	uint32_t used = 0, mine = 0;
-	int ret = 0;
+	uint32_t used = 0;
 
-	memset(c->seen, 0, pool->capacity);
+	if (pool->hiwater > pool->capacity || pool->nfree > pool->hiwater)
+		return fail(c, "pool high-water mark %u / %u free of %u pages", pool->hiwater,
+			    pool->nfree, pool->capacity);
+	memset(seen, 0, pool->capacity);
 	for (uint32_t i = 0; i < pool->nfree; i++) {
 		uint32_t idx = pool->free_stack[i];
 		const uint64_t *page;
 
-		if (idx >= pool->hiwater || c->seen[idx])
+		if (idx >= pool->hiwater || seen[idx])
 			return fail(c, "free stack entry %u is out of range or repeated", idx);
-		c->seen[idx] = 1;
+		seen[idx] = 1;
 		if (pool->refcount[idx] || pool->owner[idx])
 			return fail(c, "free page %u has count %u and owner %u", idx,
 				    pool->refcount[idx], pool->owner[idx]);
@@ -242,18 +244,50 @@ static int check_pool(struct checker *c)
 	for (uint32_t i = 0; i < pool->hiwater; i++) {
 		if (pool->refcount[i]) {
 			used++;
-			if (pool->owner[i] == c->pt->owner)
-				mine++;
-		} else if (!c->seen[i]) {
+			if (!pool->owner[i] || pool->owner[i] >= pool->next_owner)
+				return fail(c, "page %u has count %u but owner %u", i,
+					    pool->refcount[i], pool->owner[i]);
+		} else if (!seen[i]) {
 			return fail(c, "page %u is neither allocated nor on the free stack", i);
 		}
 	}
 	if (used != pool->used || pool->nfree + used != pool->hiwater)
-		ret = fail(c, "pool counts: %u used (recorded %u), %u free, high-water %u", used,
-			   pool->used, pool->nfree, pool->hiwater);
-	else if (mine != c->pt->table_pages)
-		ret = fail(c, "%u pages carry this table's owner id, it holds %u", mine,
-			   c->pt->table_pages);
+		return fail(c, "pool counts: %u used (recorded %u), %u free, high-water %u", used,
+			    pool->used, pool->nfree, pool->hiwater);
+	return 0;
+}
+
+static int check_pool(struct checker *c)
+{
+	const struct s2pt_pool *pool = c->pt->pool;
+	uint32_t mine = 0;
+	int ret = pool_problem(c, pool, c->seen);
+
+	if (ret)
+		return ret;
+	for (uint32_t i = 0; i < pool->hiwater; i++)
+		mine += pool->refcount[i] && pool->owner[i] == c->pt->owner;
+	if (mine != c->pt->table_pages)
+		return fail(c, "%u pages carry this table's owner id, it holds %u", mine,
+			    c->pt->table_pages);
+	return 0;
+}
+
+int s2pt_pool_check(const struct s2pt_pool *pool, char *msg, size_t msg_len)
+{
+	struct checker c = {.msg = msg, .msg_len = msg_len};
+	uint8_t *seen;
+	int ret;
+
+	if (msg && msg_len)
+		msg[0] = '\0';
+	if (!pool)
+		return S2PT_EINVAL;
+	seen = calloc(pool->capacity, 1);
+	if (!seen)
+		return S2PT_ENOMEM;
+	ret = pool_problem(&c, pool, seen);
+	free(seen);
 	return ret;
 }
 

@@ -96,12 +96,13 @@ static int leaf_size(const struct s2pt_config *cfg, uint64_t size)
 	return 0;
 }
 
-int s2pt_memslot_add(struct s2pt_mmu *mmu, uint64_t ipa, uint64_t pa, uint64_t size,
-		     uint32_t flags, uint64_t backing, uint32_t *id)
+/* KVM_SET_USER_MEMORY_REGION's checks for a new slot; *@pos: where it goes in the list. */
+static int slot_check(struct s2pt_mmu *mmu, uint64_t ipa, uint64_t pa, uint64_t size,
+		      uint32_t flags, uint64_t backing, uint32_t *pos)
 {
 	const struct s2pt_config *cfg = &mmu->pt->cfg;
 	uint64_t gmask = (1ull << cfg->granule_shift) - 1;
-	uint32_t pos = 0, new_id = 0;
+	uint32_t p = 0;
 	int ret;
 
 	if (mmu->pt->destroyed)
@@ -121,14 +122,19 @@ int s2pt_memslot_add(struct s2pt_mmu *mmu, uint64_t ipa, uint64_t pa, uint64_t s
 		    (S2PT_MEMSLOT_READONLY | S2PT_MEMSLOT_LOG_DIRTY) ||
 	    mmu->nslots >= S2PT_MEMSLOTS_MAX)
 		return S2PT_EINVAL;
-	for (; pos < mmu->nslots && mmu->slots[pos].ipa < ipa; pos++)
+	for (; p < mmu->nslots && mmu->slots[p].ipa < ipa; p++)
 		;
 	/* KVM's -EEXIST: slots never overlap in IPA. */
-	if ((pos > 0 && mmu->slots[pos - 1].ipa + mmu->slots[pos - 1].size > ipa) ||
-	    (pos < mmu->nslots && mmu->slots[pos].ipa < ipa + size))
+	if ((p > 0 && mmu->slots[p - 1].ipa + mmu->slots[p - 1].size > ipa) ||
+	    (p < mmu->nslots && mmu->slots[p].ipa < ipa + size))
 		return S2PT_ERANGE;
-	while (slot_index(mmu, new_id) >= 0)
-		new_id++;
+	*pos = p;
+	return 0;
+}
+
+/* Room for one more slot (the only allocation a slot change can fail on). */
+static int slot_room(struct s2pt_mmu *mmu)
+{
 	if (mmu->nslots == mmu->cap) {
 		uint32_t cap = mmu->cap ? mmu->cap * 2 : 8;
 		struct s2pt_memslot *slots = realloc(mmu->slots, cap * sizeof(*slots));
@@ -138,13 +144,32 @@ int s2pt_memslot_add(struct s2pt_mmu *mmu, uint64_t ipa, uint64_t pa, uint64_t s
 		mmu->slots = slots;
 		mmu->cap = cap;
 	}
+	return 0;
+}
+
+static void slot_insert(struct s2pt_mmu *mmu, uint32_t pos, const struct s2pt_memslot *s)
+{
 	memmove(&mmu->slots[pos + 1], &mmu->slots[pos], (mmu->nslots - pos) * sizeof(*mmu->slots));
-	mmu->slots[pos] = (struct s2pt_memslot){
-		.ipa = ipa, .pa = pa, .size = size, .backing = backing, .id = new_id,
-		.flags = flags & S2PT_MEMSLOT_READONLY,
-	};
+	mmu->slots[pos] = *s;
 	mmu->nslots++;
 	mmu->last = pos;
+}
+
+int s2pt_memslot_add(struct s2pt_mmu *mmu, uint64_t ipa, uint64_t pa, uint64_t size,
+		     uint32_t flags, uint64_t backing, uint32_t *id)
+{
+	uint32_t pos, new_id = 0;
+	int ret = slot_check(mmu, ipa, pa, size, flags, backing, &pos);
+
+	if (!ret)
+		ret = slot_room(mmu);
+	if (ret)
+		return ret;
+	while (slot_index(mmu, new_id) >= 0)
+		new_id++;
+	slot_insert(mmu, pos,
+		    &(struct s2pt_memslot){.ipa = ipa, .pa = pa, .size = size, .backing = backing,
+					   .id = new_id, .flags = flags & S2PT_MEMSLOT_READONLY});
 	if (flags & S2PT_MEMSLOT_LOG_DIRTY) {
 		/* kvm_mmu_slot_apply_flags(): what the range maps already is write-protected. */
 		ret = s2pt_set_log_dirty(mmu, new_id, 1, 0);
@@ -156,6 +181,49 @@ int s2pt_memslot_add(struct s2pt_mmu *mmu, uint64_t ipa, uint64_t pa, uint64_t s
 		}
 	}
 	*id = new_id;
+	return 0;
+}
+
+int s2pt_memslot_restore(struct s2pt_mmu *mmu, uint64_t ipa, uint64_t pa, uint64_t size,
+			 uint32_t flags, uint64_t backing, uint32_t id, const uint64_t *dirty)
+{
+	struct s2pt_memslot s = {.ipa = ipa, .pa = pa, .size = size, .backing = backing,
+				 .id = id, .flags = flags};
+	uint64_t words, pages;
+	uint32_t pos;
+	int ret = slot_check(mmu, ipa, pa, size, flags, backing, &pos);
+
+	if (ret)
+		return ret;
+	if (id >= S2PT_MEMSLOTS_MAX || slot_index(mmu, id) >= 0 ||
+	    !(flags & S2PT_MEMSLOT_LOG_DIRTY) != !dirty)
+		return S2PT_EINVAL;
+	pages = size >> mmu->pt->cfg.granule_shift;
+	words = (pages + 63) / 64;
+	/* No dirty bit beyond the slot's last page. */
+	if (dirty && (pages & 63) && (dirty[words - 1] >> (pages & 63)))
+		return S2PT_EINVAL;
+	ret = slot_room(mmu);
+	if (ret)
+		return ret;
+	if (dirty) {
+		s.dirty = malloc(words * sizeof(*s.dirty));
+		s.dirty_sum = calloc((words + 63) / 64, sizeof(*s.dirty_sum));
+		/* Entry pointers are not part of a saved state: the harvest walks instead. */
+		s.dirty_ptep = calloc(words, sizeof(*s.dirty_ptep));
+		if (!s.dirty || !s.dirty_sum || !s.dirty_ptep) {
+			log_free(&s);
+			return S2PT_ENOMEM;
+		}
+		memcpy(s.dirty, dirty, words * sizeof(*s.dirty));
+		for (uint64_t w = 0; w < words; w++) {
+			if (s.dirty[w]) {
+				s.dirty_sum[w >> 6] |= 1ull << (w & 63);
+				s.ndirty++;
+			}
+		}
+	}
+	slot_insert(mmu, pos, &s);
 	return 0;
 }
 

@@ -29,6 +29,44 @@ int s2pt_pgtable_init(struct s2pt_pgtable *pt, const struct s2pt_config *cfg,
 	return 0;
 }
 
+int s2pt_pgtable_restore(struct s2pt_pgtable *pt, const struct s2pt_config *cfg,
+			 struct s2pt_pool *pool, uint64_t root_pa, uint32_t owner, uint64_t frees,
+			 char *msg, size_t msg_len)
+{
+	uint64_t index;
+	uint32_t pages = 0;
+	int ret;
+
+	if (!pt || !cfg || !pool || owner == 0)
+		return S2PT_EINVAL;
+	if (cfg->granule_shift != pool->granule_shift ||
+	    s2pt__pool_end_pa(pool) > (1ull << cfg->pa_bits))
+		return S2PT_ECONFIG;
+	if (!s2pt__pa_in_pool(pool, root_pa) || (root_pa - pool->base_pa) & (s2pt__granule(pool) - 1))
+		return S2PT_ERANGE;
+	index = (root_pa - pool->base_pa) >> pool->granule_shift;
+	if (index + cfg->root_tables > pool->hiwater)
+		return S2PT_ERANGE;
+	for (uint32_t i = 0; i < pool->hiwater; i++)
+		pages += pool->refcount[i] && pool->owner[i] == owner;
+	memset(pt, 0, sizeof(*pt));
+	pt->cfg = *cfg;
+	pt->pool = pool;
+	pt->owner = owner;
+	pt->root = s2pt__page_ptr(pool, (uint32_t)index);
+	pt->root_pa = root_pa;
+	pt->root_index = (uint32_t)index;
+	pt->table_pages = pages;
+	pt->frees = frees;
+	/* The whole tree (its pages must carry @owner) and the pool's bookkeeping, before anyone uses it. */
+	ret = s2pt_check(pt, msg, msg_len);
+	if (ret) {
+		memset(pt, 0, sizeof(*pt));
+		pt->destroyed = 1;
+	}
+	return ret;
+}
+
 /*
  * Clear the table page @index (entries at @level) and free every table below it. Only the
  * parts the occupancy hint marks are read, and only while the page's count says entries

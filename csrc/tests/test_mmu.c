@@ -900,15 +900,6 @@ TEST(mmu_eager_split_pool_exhausted_changes_nothing)
 	mfx_fini(&m);
 }
 
-/*
- * KNOWN BUG, disabled (it traps and would stop `make test`): the eager split of a kvm-mode VM
- * whose slot covers part of a 1 GiB block. s2pt_split_pages() counts the whole block (1 + 512,
- * kvm_pgtable_stage2_split) and the pool has them, but s2pt_split() debug-asserts that count
- * against a bound of the slot's own entries (src/map.c:226) and S2PT_DEBUG=1 builds die with
- * SIGILL. Release builds do what is expected here. See leaf_kvm_split_of_part_of_a_1g_block
- * in test_leafops.c. Build with -DS2PT_TEST_KNOWN_BUGS to run it.
- */
-#ifdef S2PT_TEST_KNOWN_BUGS
 TEST(mmu_kvm_eager_split_of_a_slot_inside_a_1g_block)
 {
 	struct s2pt_tlbi ev[600];
@@ -938,7 +929,7 @@ TEST(mmu_kvm_eager_split_of_a_slot_inside_a_1g_block)
 	CHECK_INVARIANTS(&m.f.pt);
 	mfx_fini(&m);
 }
-#endif
+
 
 TEST(mmu_dirty_logging_per_granule_bit_positions)
 {

@@ -43,6 +43,7 @@ from ._types import (
     WalkStep,
     bitmap_pages,
 )
+from ._state import load, save
 from ._version import __version__
 from .errors import (
     AlignmentError,
@@ -57,6 +58,7 @@ from .errors import (
     RangeError,
     S2ptError,
     Stage2Fault,
+    StateFormatError,
     UnknownS2ptError,
 )
 
@@ -105,6 +107,9 @@ __all__ = [
     "InvariantError",
     "DestroyedError",
     "PoolBusyError",
+    "StateFormatError",
     "UnknownS2ptError",
+    "save",
+    "load",
     "__version__",
 ]

@@ -22,6 +22,7 @@ cdef class PagePool:
     cdef PyThread_type_lock lock
     cdef int busy
     cdef _release(self)
+    cdef _discard(self)
     cdef int _ready(self) except -1
     cdef int _wait(self) except -1
 

@@ -56,6 +56,7 @@ from .errors import (
     RangeError,
     S2ptError,
     Stage2Fault,
+    StateFormatError,
     error_class,
 )
 
@@ -400,6 +401,9 @@ cdef class Stage2Config:
             raise InvalidArgumentError(f"level {level} is not in {self.cfg.start_level}..3")
         return (<uint64_t>1) << s2pt_level_shift(&self.cfg, level)
 
+    def __reduce__(self):
+        return (_config_from_state, (self.cfg.vtcr, self.cfg.vmid, self.cfg.flags))
+
     def _key(self):
         return (self.cfg.ipa_bits, self.cfg.pa_bits, self.cfg.granule_shift,
                 self.cfg.start_level, self.cfg.vmid, self.cfg.vtcr, self.cfg.flags)
@@ -574,6 +578,13 @@ cdef class PagePool:
         self.mem = NULL
         self.meta = NULL
 
+    cdef _discard(self):
+        """Release memory that may hold anything (a refused restore): never reused."""
+        s2pt_mem_free(self.mem, self.mem_bytes)
+        s2pt_mem_free(self.meta, self.meta_bytes)
+        self.mem = NULL
+        self.meta = NULL
+
     def __dealloc__(self):
         # VMs keep their pool alive, so no page table can outlive this memory.
         self._release()
@@ -623,6 +634,31 @@ cdef class PagePool:
         (0 = free, otherwise 1 + non-zero entries)."""
         self._ready()
         return _view(self, self.pool.refcount, self.pool.capacity, 4, b"I", np.uint32)
+
+    def __reduce__(self):
+        # Pickle memoises the pool, so VMs sharing it share it again after a round trip.
+        return (_pool_from_state, (self._state(),))
+
+    def _state(self):
+        """The pool as plain values and numpy arrays (what pickle and s2pt.save store): the
+        memory and metadata of the pages below the high-water mark, the free stack, the
+        counters. Everything above the mark is zero and never touched."""
+        cdef uint32_t h = self.pool.hiwater
+        self._ready()
+        self._wait()
+        return {
+            "version": STATE_VERSION, "granule": 1 << self.pool.granule_shift,
+            "capacity": self.pool.capacity, "base_pa": self.pool.base_pa,
+            "used": self.pool.used, "next_owner": self.pool.next_owner,
+            "live_tables": self.pool.live_tables,
+            "words": _view(self, self.mem, (<size_t>h << self.pool.granule_shift) // 8, 8, b"Q",
+                           np.uint64).copy(),
+            "hint": _view(self, self.pool.hint, h, 8, b"Q", np.uint64).copy(),
+            "refcount": _view(self, self.pool.refcount, h, 4, b"I", np.uint32).copy(),
+            "owner": _view(self, self.pool.owner, h, 4, b"I", np.uint32).copy(),
+            "free_stack": _view(self, self.pool.free_stack, self.pool.nfree, 4, b"I",
+                                np.uint32).copy(),
+        }
 
     def refcount(self, pa):
         """Reference count of the page at ``pa`` (0 if free)."""
@@ -1536,6 +1572,46 @@ cdef class Stage2:
             self.log.overflowed = 0
         return out
 
+    def __reduce__(self):
+        return (_vm_from_state, (self.pool, self._state()))
+
+    def _state(self):
+        """The VM as plain values and numpy arrays (its pool travels separately): geometry,
+        root, owner id, TLB log, memslots with their dirty bitmaps, fault counters."""
+        cdef uint32_t k
+        cdef const s2pt_memslot *s
+        cdef uint64_t words
+        self._sync()
+        slots = np.zeros((self.mmu.nslots, 6), dtype=np.uint64)
+        dirty = []
+        for k in range(self.mmu.nslots):
+            s = &self.mmu.slots[k]
+            slots[k] = (s.ipa, s.pa, s.size, s.backing, s.id, s.flags)
+            if s.flags & S2PT_MEMSLOT_LOG_DIRTY:
+                words = ((s.size >> self.pt.cfg.granule_shift) + 63) // 64
+                dirty.append(_view(self, s.dirty, words, 8, b"Q", np.uint64).copy())
+        return {
+            "version": STATE_VERSION, "vtcr": self.config.cfg.vtcr, "vmid": self.config.cfg.vmid,
+            "flags": self.config.cfg.flags, "destroyed": int(self.pt.destroyed),
+            "root_pa": self.pt.root_pa, "owner": self.pt.owner, "frees": self.pt.frees,
+            "tlbi_capacity": self.log.capacity, "tlbi_overflowed": self.log.overflowed,
+            "tlbi": self.tlbi_log(clear=False),
+            "slots": slots,
+            "dirty": np.concatenate(dirty) if dirty else np.zeros(0, dtype=np.uint64),
+            "counts": np.array([self.mmu.counts[k] for k in range(S2PT_OUTCOME__COUNT)],
+                               dtype=np.uint64),
+        }
+
+    def diff(self, Stage2 other not None):
+        """The leaves (valid mappings) that differ between this VM's IPA space and
+        ``other``'s: those of this VM that ``other`` does not have exactly (IPA, size, level,
+        PA, permissions, attributes, AF, software bits), then those of ``other`` this VM does
+        not have, each group in IPA order. Empty when both translate every IPA alike with the
+        same leaves."""
+        mine, theirs = list(self.mappings()), list(other.mappings())
+        a, b = set(mine), set(theirs)
+        return [m for m in mine if m not in b] + [m for m in theirs if m not in a]
+
     def destroy(self):
         """Free every table page (roots included) back to the pool. Further use of this VM
         raises DestroyedError; destroying twice is harmless."""
@@ -1563,3 +1639,160 @@ cdef class _Floor:
 
     def call(self, uint64_t a, uint64_t b, uint64_t c):
         pass
+
+
+
+# ---- state that travels: pickle, copy.deepcopy, s2pt.save / s2pt.load ---------------------
+
+#: Version of the state pickle and s2pt.save write; a newer one is refused, never guessed at.
+STATE_VERSION = 1
+
+
+def _check_version(dict state, str what):
+    version = state.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise StateFormatError(f"{what} state has no valid format version: {version!r}")
+    if version > STATE_VERSION:
+        raise StateFormatError(f"{what} state has format version {version}; this s2pt "
+                             f"{__import__('s2pt').__version__} reads version "
+                             f"{STATE_VERSION} and older: upgrade s2pt to read it")
+
+
+cdef void _fill(void *dst, object array, size_t n, object dtype, str name) except *:
+    cdef const unsigned char[::1] raw
+    a = np.ascontiguousarray(array, dtype=dtype)
+    if a.ndim != 1 or <size_t>a.shape[0] != n:
+        raise InvariantError(f"pool state: {name} holds {a.size} items, expected {n}")
+    if n:
+        raw = a.view(np.uint8)
+        memcpy(dst, &raw[0], raw.shape[0])
+
+
+def _config_from_state(vtcr, vmid, flags):
+    cdef Stage2Config config = Stage2Config.__new__(Stage2Config)
+    cdef uint32_t f = _u32(flags, "flags")
+    cdef uint32_t lpa2 = f & S2PT_CONFIG_LPA2
+    if s2pt_config_from_vtcr(&config.cfg, _u64(vtcr, "vtcr"), _u32(vmid, "vmid"), f & ~lpa2):
+        raise InvariantError(f"saved VTCR_EL2 {vtcr:#x} (vmid {vmid}, flags {f:#x}) is not a "
+                             f"valid stage-2 configuration")
+    if (config.cfg.flags & S2PT_CONFIG_LPA2) != lpa2:
+        raise InvariantError(f"saved flags {f:#x} disagree with VTCR_EL2 {vtcr:#x} (DS)")
+    return config
+
+
+def _pool_from_state(dict state):
+    """A pool from PagePool._state(): memory and metadata restored verbatim, then checked
+    (s2pt_pool_check) before anything can use it."""
+    cdef PagePool pool
+    cdef uint32_t h, nfree
+    cdef char msg[256]
+    cdef int rc
+    _check_version(state, "pool")
+    try:
+        refcount = np.asarray(state["refcount"])
+        free_stack = np.asarray(state["free_stack"])
+        pool = PagePool(state["capacity"], state["granule"], state["base_pa"])
+        h, nfree = refcount.shape[0], free_stack.shape[0]
+        if h > pool.pool.capacity or nfree > h:
+            raise InvariantError(f"pool state: high-water mark {h} / {nfree} free pages for "
+                                 f"a pool of {pool.pool.capacity}")
+        _fill(pool.mem, state["words"], (<size_t>h << pool.pool.granule_shift) // 8, np.uint64,
+              "words")
+        _fill(pool.pool.hint, state["hint"], h, np.uint64, "hint")
+        _fill(pool.pool.refcount, refcount, h, np.uint32, "refcount")
+        _fill(pool.pool.owner, state["owner"], h, np.uint32, "owner")
+        _fill(pool.pool.free_stack, free_stack, nfree, np.uint32, "free_stack")
+        pool.pool.hiwater = h
+        pool.pool.nfree = nfree
+        pool.pool.used = _u32(state["used"], "used")
+        pool.pool.next_owner = _u32(state["next_owner"], "next_owner")
+        pool.pool.live_tables = _u32(state["live_tables"], "live_tables")
+        rc = s2pt_pool_check(&pool.pool, msg, sizeof(msg))
+        if rc:
+            _raise(rc, msg.decode())
+    except KeyError as e:
+        pool._discard()
+        raise InvariantError(f"pool state lacks {e}") from None
+    except BaseException:
+        pool._discard()  # its memory holds what the state held: never reused
+        raise
+    return pool
+
+
+def _vm_from_state(PagePool pool not None, dict state):
+    """A VM from Stage2._state() over its restored pool: the tree is checked
+    (s2pt_pgtable_restore), then memslots and logs are put back."""
+    cdef Stage2 vm = Stage2.__new__(Stage2)
+    cdef Stage2Config config
+    cdef char msg[256]
+    cdef uint32_t cap, k
+    cdef const uint64_t[::1] dirty
+    cdef const unsigned char[::1] raw
+    cdef uint64_t[:, ::1] slots
+    cdef int rc
+    _check_version(state, "Stage2")
+    try:
+        config = _config_from_state(state["vtcr"], state["vmid"], state["flags"])
+        cap = _u32(state["tlbi_capacity"], "tlbi_capacity")
+        events = np.ascontiguousarray(state["tlbi"], dtype=TLBI_DTYPE)
+        slots = np.ascontiguousarray(state["slots"], dtype=np.uint64).reshape(-1, 6)
+        dirty = np.ascontiguousarray(state["dirty"], dtype=np.uint64)
+        counts = np.asarray(state["counts"], dtype=np.uint64)
+        destroyed = bool(state["destroyed"])
+        root_pa, owner, frees = state["root_pa"], state["owner"], state["frees"]
+        overflowed = bool(state["tlbi_overflowed"])
+    except KeyError as e:
+        raise InvariantError(f"Stage2 state lacks {e}") from None
+    if events.shape[0] > cap or counts.shape[0] != S2PT_OUTCOME__COUNT:
+        raise InvariantError("Stage2 state: TLB log or counters do not fit")
+    pool._ready()
+    if cap:
+        vm.events = <s2pt_tlbi *>_mem_get(cap * sizeof(s2pt_tlbi), 0)
+        if vm.events == NULL:
+            raise MemoryError()
+    vm.log.events = vm.events
+    vm.log.capacity = cap
+    if not destroyed:
+        rc = s2pt_pgtable_restore(&vm.pt, &config.cfg, &pool.pool, _u64(root_pa, "root_pa"),
+                                  _u32(owner, "owner"), _u64(frees, "frees"), msg, sizeof(msg))
+        if rc:
+            _raise(rc, msg.decode() or f"root {root_pa:#x}, owner {owner}")
+    vm.pt.tlbi = &vm.log
+    s2pt_mmu_init(&vm.mmu, &vm.pt)
+    vm.pool = pool
+    vm.config = config
+    if events.shape[0]:
+        raw = events.view(np.uint8)
+        memcpy(vm.events, &raw[0], raw.shape[0])
+    vm.log.count = events.shape[0]
+    vm.log.overflowed = overflowed
+    try:
+        _restore_slots(vm, slots, dirty)
+    except BaseException:
+        # The pool keeps the pages as its state has them: only this VM object goes.
+        s2pt_mmu_release(&vm.mmu)
+        vm.pt.destroyed = 1
+        raise
+    for k in range(S2PT_OUTCOME__COUNT):
+        vm.mmu.counts[k] = counts[k]
+    return vm
+
+
+cdef _restore_slots(Stage2 vm, uint64_t[:, ::1] slots, const uint64_t[::1] dirty):
+    cdef uint64_t off = 0, words
+    cdef uint32_t k
+    cdef int rc
+    for k in range(slots.shape[0]):
+        words = ((slots[k, 2] >> vm.pt.cfg.granule_shift) + 63) // 64
+        logging = slots[k, 5] & S2PT_MEMSLOT_LOG_DIRTY
+        if logging and off + words > <uint64_t>dirty.shape[0]:
+            raise InvariantError(f"Stage2 state: dirty bitmaps end before slot {slots[k, 4]}")
+        rc = s2pt_memslot_restore(&vm.mmu, slots[k, 0], slots[k, 1], slots[k, 2],
+                                  <uint32_t>slots[k, 5], slots[k, 3], <uint32_t>slots[k, 4],
+                                  &dirty[off] if logging else NULL)
+        if rc:
+            _raise(rc, f"memslot {list(slots[k])} of the saved state")
+        if logging:
+            off += words
+    if off != <uint64_t>dirty.shape[0]:
+        raise InvariantError("Stage2 state: dirty bitmaps longer than the logged slots")

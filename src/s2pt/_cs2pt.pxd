@@ -115,6 +115,7 @@ cdef extern from "s2pt/s2pt.h" nogil:
         uint32_t live_tables
 
     size_t s2pt_pool_meta_bytes(uint32_t pages)
+    int s2pt_pool_check(const s2pt_pool *pool, char *msg, size_t msg_len)
     int s2pt_pool_init(s2pt_pool *pool, void *mem, uint32_t pages, void *meta,
                        uint64_t base_pa, uint32_t granule)
     uint32_t s2pt_pool_free_pages(const s2pt_pool *pool)
@@ -150,6 +151,9 @@ cdef extern from "s2pt/s2pt.h" nogil:
         int destroyed
 
     int s2pt_pgtable_init(s2pt_pgtable *pt, const s2pt_config *cfg, s2pt_pool *pool)
+    int s2pt_pgtable_restore(s2pt_pgtable *pt, const s2pt_config *cfg, s2pt_pool *pool,
+                             uint64_t root_pa, uint32_t owner, uint64_t frees, char *msg,
+                             size_t msg_len)
     void s2pt_pgtable_destroy(s2pt_pgtable *pt)
     uint64_t s2pt_vttbr(const s2pt_pgtable *pt)
 
@@ -257,6 +261,9 @@ cdef extern from "s2pt/mmu.h" nogil:
     int s2pt_memslot_add(s2pt_mmu *mmu, uint64_t ipa, uint64_t pa, uint64_t size,
                          uint32_t flags, uint64_t backing, uint32_t *id)
     int s2pt_memslot_delete(s2pt_mmu *mmu, uint32_t id)
+    int s2pt_memslot_restore(s2pt_mmu *mmu, uint64_t ipa, uint64_t pa, uint64_t size,
+                             uint32_t flags, uint64_t backing, uint32_t id,
+                             const uint64_t *dirty)
     const s2pt_memslot *s2pt_memslot_find(const s2pt_mmu *mmu, uint32_t id)
     int s2pt_set_log_dirty(s2pt_mmu *mmu, uint32_t id, int enable, uint32_t flags)
     int s2pt_get_dirty_log(s2pt_mmu *mmu, uint32_t id, uint64_t *bitmap, int clear)

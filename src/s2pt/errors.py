@@ -112,6 +112,12 @@ class PoolBusyError(S2ptError, RuntimeError):
     code = -9
 
 
+class StateFormatError(S2ptError, ValueError):
+    """A saved state (a pickle, an ``s2pt.save`` file) that this s2pt cannot read: not
+    s2pt's, or from a newer format version (refused, never guessed at). Python-level: no C
+    error code maps here."""
+
+
 class UnknownS2ptError(S2ptError):
     """An error code no class is mapped to (a bug: every code has a class)."""
 

@@ -108,6 +108,17 @@ int s2pt_memslot_add(struct s2pt_mmu *mmu, uint64_t ipa, uint64_t pa, uint64_t s
 		     uint32_t flags, uint64_t backing, uint32_t *id);
 
 /**
+ * s2pt_memslot_restore() - put back a slot as a saved state had it: its @id, @flags
+ * (LOG_DIRTY included) and, while logging, its dirty bitmap @dirty (KVM's layout, one bit
+ * per granule page; NULL when not logging). The tables are not touched (restore them
+ * first); the same checks as s2pt_memslot_add(), and @id must be free.
+ * Return: 0, the errors of s2pt_memslot_add(), S2PT_EINVAL (@id taken or too large, @dirty
+ * missing, present without LOG_DIRTY, or with bits beyond the slot).
+ */
+int s2pt_memslot_restore(struct s2pt_mmu *mmu, uint64_t ipa, uint64_t pa, uint64_t size,
+			 uint32_t flags, uint64_t backing, uint32_t id, const uint64_t *dirty);
+
+/**
  * s2pt_memslot_delete() - remove a slot: s2pt_unmap() of its range (the VM's semantics),
  * which frees emptied tables; its dirty log goes with it. Atomic: if the unmap fails, the slot
  * stays. Return: 0, S2PT_EINVAL (no such id), S2PT_ENOMEM, S2PT_EDESTROYED.

@@ -348,6 +348,14 @@ size_t s2pt_pool_meta_bytes(uint32_t pages);
 int s2pt_pool_init(struct s2pt_pool *pool, void *mem, uint32_t pages, void *meta,
 		   uint64_t base_pa, uint32_t granule);
 
+/**
+ * s2pt_pool_check() - the pool's bookkeeping is sound: free-stack entries below the
+ * high-water mark, distinct, with zero count, owner and memory; every page below it either
+ * free or allocated (count >= 1, an owner id handed out); used and free counts agree.
+ * Return: 0, S2PT_EINVARIANT (reason in @msg), S2PT_EINVAL, S2PT_ENOMEM.
+ */
+int s2pt_pool_check(const struct s2pt_pool *pool, char *msg, size_t msg_len);
+
 /** s2pt_pool_free_pages() - pages that can still be allocated. */
 static inline uint32_t s2pt_pool_free_pages(const struct s2pt_pool *pool)
 {
@@ -499,6 +507,19 @@ struct s2pt_pgtable {
  */
 int s2pt_pgtable_init(struct s2pt_pgtable *pt, const struct s2pt_config *cfg,
 		      struct s2pt_pool *pool);
+
+/**
+ * s2pt_pgtable_restore() - take up a page table whose pages are already in @pool, as a saved
+ * pool image left them (s2pt's own pickle/save: a pool's memory and metadata restored
+ * verbatim, then its page tables): the tree at @root_pa whose pages carry @owner, with
+ * @frees its saved s2pt_pgtable.frees. Nothing in the pool changes (its live_tables already
+ * counts the table). The tree and the pool are checked first (s2pt_check()).
+ * Return: 0, S2PT_EINVAL, S2PT_ECONFIG (granule or PA size), S2PT_ERANGE (@root_pa not a
+ * pool page below the high-water mark), S2PT_EINVARIANT (reason in @msg), S2PT_ENOMEM.
+ */
+int s2pt_pgtable_restore(struct s2pt_pgtable *pt, const struct s2pt_config *cfg,
+			 struct s2pt_pool *pool, uint64_t root_pa, uint32_t owner, uint64_t frees,
+			 char *msg, size_t msg_len);
 
 /**
  * s2pt_pgtable_destroy() - free every page of @pt (roots included) back to its pool and
