@@ -105,6 +105,11 @@ cdef extern from *:
     """
     bint S2PT_RAW_TUPLES
 
+cdef extern from *:
+    int __builtin_ctzll(unsigned long long x) nogil
+
+# Leaf sizes are powers of two: one shared int object each instead of a new one per result.
+cdef tuple _POW2 = tuple(1 << i for i in range(64))
 cdef tuple _PROTS = _PROT
 cdef tuple _MEMATTRS = _MEMATTR
 cdef object _TUPLE_NEW = tuple.__new__
@@ -120,12 +125,12 @@ cdef object _translation(const s2pt_translation *t):
     costs ten times the walk."""
     cdef object r
     if not S2PT_RAW_TUPLES:
-        return _TUPLE_NEW(Translation, (t.pa, t.level, t.size, _PROTS[t.prot],
+        return _TUPLE_NEW(Translation, (t.pa, t.level, _POW2[__builtin_ctzll(t.size)], _PROTS[t.prot],
                                         _MEMATTRS[t.memattr], t.af != 0, t.pte, t.sw))
     r = PyType_GenericAlloc(<PyTypeObject *>Translation, 8)
     _put(r, 0, t.pa)
     _put(r, 1, t.level)
-    _put(r, 2, t.size)
+    _put(r, 2, _POW2[__builtin_ctzll(t.size)])
     _put(r, 3, _PROTS[t.prot])
     _put(r, 4, _MEMATTRS[t.memattr])
     _put(r, 5, t.af != 0)
