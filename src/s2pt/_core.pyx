@@ -196,9 +196,27 @@ cdef inline uint32_t _u32(object value, str name) except? 0xFFFFFFFF:
     return <uint32_t>v
 
 
+# The defaults of map(), as objects: a call that passes them (the common one) skips their
+# conversion. Identity is only a shortcut; any equal value takes the general path.
+cdef object _RW = Prot.RW
+cdef object _NORMAL = MemAttr.NORMAL
+cdef object _SW0 = 0
+
+
+cdef inline uint32_t _prot_arg(object prot) except? 0xFFFFFFFF:
+    return S2PT_PROT_R | S2PT_PROT_W if prot is _RW else _u32(prot, "prot")
+
+
+cdef inline uint32_t _memattr_arg(object memattr) except? 0xFFFFFFFF:
+    return S2PT_MEMATTR_NORMAL if memattr is _NORMAL else _u32(memattr, "memattr")
+
+
 cdef uint32_t _map_flags(object blocks, object af, object sw) except? 0xFFFFFFFF:
     """S2PT_MAP_* bits; ``sw`` is the 4-bit software field of the new leaves."""
-    cdef uint32_t bits = _u32(sw, "sw")
+    cdef uint32_t bits
+    if blocks is True and af is True and sw is _SW0:
+        return 0
+    bits = _u32(sw, "sw")
     if bits > 15:
         raise InvalidArgumentError(f"sw={sw!r} must be 0..15 (descriptor bits 58:55)")
     return ((0 if blocks else S2PT_MAP_NO_BLOCKS) | (0 if af else S2PT_MAP_NO_AF) |
@@ -853,7 +871,7 @@ cdef class Stage2:
         self._sync()
         cdef uint64_t i = _u64(ipa, "ipa"), p = _u64(pa, "pa"), n = _u64(size, "size")
         cdef uint32_t flags = _map_flags(blocks, af, sw)
-        cdef uint32_t prot_c = _u32(prot, "prot"), memattr_c = _u32(memattr, "memattr")
+        cdef uint32_t prot_c = _prot_arg(prot), memattr_c = _memattr_arg(memattr)
         cdef PagePool pool
         cdef int rc
         if n >> self.pt.cfg.granule_shift < _NOGIL_PAGES:
@@ -911,7 +929,7 @@ cdef class Stage2:
         cdef size_t stride, done = 0
         cdef const uint64_t[::1] size_v = _size_arg(sizes, n, &stride)
         cdef uint32_t flags = _map_flags(blocks, af, sw)
-        cdef uint32_t prot_c = _u32(prot, "prot"), memattr_c = _u32(memattr, "memattr")
+        cdef uint32_t prot_c = _prot_arg(prot), memattr_c = _memattr_arg(memattr)
         cdef PagePool pool
         cdef int rc
         if pa_v.shape[0] != n:

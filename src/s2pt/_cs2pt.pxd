@@ -29,6 +29,7 @@ cdef extern from "s2pt/s2pt.h" nogil:
         S2PT_ACCESS_EXEC
         S2PT_ACCESS_EXEC_EL0
         S2PT_MEMATTR_STAGE1
+        S2PT_MEMATTR_NORMAL
         S2PT_MEMATTR_RESERVED
         S2PT_FSC_NONE
         S2PT_MAX_LEVELS
