@@ -102,6 +102,12 @@ struct checker {
 	const struct s2pt_pgtable *pt;
 	uint8_t *seen; /* per pool page */
 	uint64_t reachable;
+	/* s2pt_pgtable_attach(): the tree is not the pool's yet, so pages must be free or
+	 * reserved, and counts, hints and owners are not checked (they are rebuilt after). */
+	int adopt;
+	/* The descriptor being checked, named in the message (0 between descriptors). */
+	uint64_t desc_pa, desc_ipa;
+	int desc_level, at_desc;
 	char *msg;
 	size_t msg_len;
 };
@@ -114,6 +120,14 @@ __attribute__((format(printf, 2, 3))) static int fail(struct checker *c, const c
 		va_start(ap, fmt);
 		vsnprintf(c->msg, c->msg_len, fmt, ap);
 		va_end(ap);
+		if (c->at_desc) {
+			size_t used = strlen(c->msg);
+
+			snprintf(c->msg + used, c->msg_len - used,
+				 " (descriptor at PA %#llx, level %d, IPA %#llx)",
+				 (unsigned long long)c->desc_pa, c->desc_level,
+				 (unsigned long long)c->desc_ipa);
+		}
 	}
 	return S2PT_EINVARIANT;
 }
@@ -149,7 +163,11 @@ static int check_table(struct checker *c, uint32_t index, uint64_t nentries, int
 		return fail(c, "table page %#llx reachable twice", (unsigned long long)page_pa);
 	c->seen[index] = 1;
 	c->reachable++;
-	if (pool->owner[index] != pt->owner)
+	if (c->adopt) {
+		if (pool->refcount[index] && pool->owner[index] != S2PT_OWNER_RESERVED)
+			return fail(c, "table page %#llx (level %d) is already in use by page table %u",
+				    (unsigned long long)page_pa, level, pool->owner[index]);
+	} else if (pool->owner[index] != pt->owner)
 		return fail(c, "table page %#llx owned by %u, not by this table (%u)",
 			    (unsigned long long)page_pa, pool->owner[index], pt->owner);
 	for (uint64_t i = 0; i < per_page; i++) {
@@ -160,8 +178,12 @@ static int check_table(struct checker *c, uint32_t index, uint64_t nentries, int
 
 		if (!pte)
 			continue;
+		c->at_desc = 1;
+		c->desc_pa = page_pa + i * 8;
+		c->desc_level = level;
+		c->desc_ipa = ipa;
 		nonzero++;
-		if (!(pool->hint[index] >> (i >> s2pt__hint_shift(pool)) & 1))
+		if (!c->adopt && !(pool->hint[index] >> (i >> s2pt__hint_shift(pool)) & 1))
 			return fail(c, "entry %llu of table page %#llx is not in its occupancy hint",
 				    (unsigned long long)i, (unsigned long long)page_pa);
 		if (i >= nentries)
@@ -206,12 +228,15 @@ static int check_table(struct checker *c, uint32_t index, uint64_t nentries, int
 		if (wrong)
 			return fail(c, "leaf %#llx: %s", (unsigned long long)pte, wrong);
 	}
-	if (pool->refcount[index] != 1 + nonzero)
+	c->at_desc = 0;
+	if (!c->adopt && pool->refcount[index] != 1 + nonzero)
 		return fail(c, "table page %#llx (level %d): count %u, expected 1 + %llu entries",
 			    (unsigned long long)page_pa, level, pool->refcount[index],
 			    (unsigned long long)nonzero);
 	if (!is_root && nonzero == 0)
-		return fail(c, "empty table page %#llx at level %d was not freed",
+		return fail(c, c->adopt ? "empty table page %#llx at level %d (s2pt frees empty "
+					  "tables: unlink it first)"
+					: "empty table page %#llx at level %d was not freed",
 			    (unsigned long long)page_pa, level);
 	return 0;
 }
@@ -244,7 +269,9 @@ static int pool_problem(struct checker *c, const struct s2pt_pool *pool, uint8_t
 	for (uint32_t i = 0; i < pool->hiwater; i++) {
 		if (pool->refcount[i]) {
 			used++;
-			if (!pool->owner[i] || pool->owner[i] >= pool->next_owner)
+			if (pool->owner[i] == S2PT_OWNER_RESERVED ? pool->refcount[i] != 1
+								  : !pool->owner[i] ||
+									    pool->owner[i] >= pool->next_owner)
 				return fail(c, "page %u has count %u but owner %u", i,
 					    pool->refcount[i], pool->owner[i]);
 		} else if (!seen[i]) {
@@ -327,4 +354,25 @@ int s2pt_check(const struct s2pt_pgtable *pt, char *msg, size_t msg_len)
 out:
 	free(c.seen);
 	return ret;
+}
+
+int s2pt__tree_adoptable(const struct s2pt_pgtable *pt, uint8_t *seen, uint64_t *pages,
+			 char *msg, size_t msg_len)
+{
+	const struct s2pt_config *cfg = &pt->cfg;
+	struct checker c = {.pt = pt, .seen = seen, .msg = msg, .msg_len = msg_len, .adopt = 1};
+	uint64_t per_page = 1ull << cfg->stride;
+	uint64_t root_span = per_page * s2pt__span(cfg, cfg->start_level);
+
+	for (uint32_t i = 0; i < cfg->root_tables; i++) {
+		uint64_t remaining = cfg->root_entries - i * per_page;
+		int ret = check_table(&c, pt->root_index + i,
+				      remaining < per_page ? remaining : per_page, cfg->start_level,
+				      i * root_span, 1);
+
+		if (ret)
+			return ret;
+	}
+	*pages = c.reachable;
+	return 0;
 }

@@ -152,6 +152,14 @@ static inline void s2pt__table_free(struct s2pt_pgtable *pt, uint32_t index)
 	pt->frees++;
 }
 
+/*
+ * The tree of @pt (cfg, pool, root_index set; nothing recorded in the pool yet) obeys every
+ * descriptor rule of s2pt_check() and reaches only pool pages that are free or reserved, none
+ * twice. Marks them in @seen (capacity bytes, zeroed), counts them in *@pages.
+ */
+int s2pt__tree_adoptable(const struct s2pt_pgtable *pt, uint8_t *seen, uint64_t *pages,
+			 char *msg, size_t msg_len);
+
 /* The VM runs with KVM's semantics (S2PT_CONFIG_KVM). */
 static inline int s2pt__kvm(const struct s2pt_pgtable *pt)
 {

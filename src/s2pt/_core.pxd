@@ -17,6 +17,8 @@ cdef class PagePool:
     cdef size_t mem_bytes
     cdef void *meta
     cdef size_t meta_bytes
+    # from_buffer(): the caller's memory, held through this export (never freed or reused)
+    cdef object buffer
     # Serialises the GIL-free calls of the VMs in this pool; ``busy`` (changed only with the
     # GIL held) counts the threads in or entering one, so GIL-holding calls wait only then.
     cdef PyThread_type_lock lock

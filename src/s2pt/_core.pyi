@@ -121,6 +121,9 @@ class Stage2Config:
 
 class PagePool:
     def __reduce__(self) -> tuple: ...
+    @classmethod
+    def from_buffer(cls, buf: object, base_pa: int, granule: int = 4096) -> PagePool:
+        """A pool over your writable buffer; non-zero pages are reserved until attached."""
     """One contiguous, lazily committed buffer of table pages at a base PA."""
 
     def __init__(self, pages: int, granule: int = 4096, base_pa: int | None = None) -> None: ...
@@ -145,6 +148,12 @@ class PagePool:
     def read(self, pa: int) -> int: ...
 
 class Stage2:
+    @classmethod
+    def attach(cls, pool: PagePool, vtcr: int, vttbr: int, *, fwb: bool = False,
+               xnx: bool = False, tlbi_range: bool = True,
+               semantics: Literal["exact", "kvm"] = "exact",
+               tlbi_capacity: int = 4096) -> Stage2:
+        """Adopt the tree VTTBR_EL2 points at in ``pool``'s memory, every descriptor checked."""
     """One VM's stage-2 translation tables."""
 
     def __init__(

@@ -584,11 +584,71 @@ cdef class PagePool:
             _raise(rc, f"base_pa={base:#x} must be aligned to the granule and the pool must "
                        f"end at or below 2**52")
 
+    @classmethod
+    def from_buffer(cls, buf, base_pa, granule=4096):
+        """A pool over memory you own: any writable, C-contiguous buffer (a numpy array, an
+        ``mmap``, a ``bytearray``) of whole granule pages, 8-byte aligned, whose first byte
+        has PA ``base_pa``. It stays alive (and cannot be resized) while the pool lives. Tables
+        are written straight into it, so your array sees every descriptor.
+
+        What the buffer already holds is respected: pages that are not all zero are reserved
+        (never handed out, never written) until :meth:`Stage2.attach` adopts the tables among
+        them; zero pages are free, lowest first. The pool owns the whole buffer: give it a
+        region for tables, not memory your guest uses."""
+        cdef PagePool self = cls.__new__(cls)
+        cdef uint64_t gran = _u64(granule, "granule")
+        cdef uint64_t base = _u64(base_pa, "base_pa")
+        cdef unsigned char[::1] raw
+        cdef size_t pages
+        cdef int rc
+        if gran not in (4096, 16384, 65536):
+            raise InvalidArgumentError(f"granule must be 4096, 16384 or 65536, not {granule}")
+        try:
+            view = memoryview(buf)
+        except TypeError:
+            raise ArgumentTypeError(f"buf must support the buffer protocol, not "
+                                    f"{type(buf).__name__}") from None
+        if view.readonly:
+            raise ArrayError("buf must be writable")
+        if not view.c_contiguous:
+            raise ArrayError("buf must be C-contiguous")
+        if view.nbytes == 0 or view.nbytes % gran:
+            raise ArrayError(f"buf holds {view.nbytes} bytes: not a whole number of "
+                             f"{gran}-byte pages")
+        pages = view.nbytes // gran
+        if pages > (<uint64_t>1 << 31):
+            raise InvalidArgumentError(f"buf holds {pages} pages, more than 2**31")
+        raw = view.cast("B")
+        if (<size_t>&raw[0]) & 7:
+            raise ArrayError("buf must be 8-byte aligned")
+        self.meta_bytes = s2pt_pool_meta_bytes(<uint32_t>pages)
+        self.meta = _mem_get(self.meta_bytes, 1)
+        if self.meta == NULL:
+            raise MemoryError(f"cannot reserve {self.meta_bytes} bytes of pool metadata")
+        self.mem = &raw[0]
+        self.mem_bytes = view.nbytes
+        self.buffer = view
+        rc = s2pt_pool_init_foreign(&self.pool, self.mem, <uint32_t>pages, self.meta, base,
+                                    <uint32_t>gran)
+        if rc:
+            self._release()
+            _raise(rc, f"base_pa={base:#x} must be aligned to the granule and the pool must "
+                       f"end at or below 2**52")
+        return self
+
     cdef _release(self):
         # Every VM of the pool is gone (each holds a reference), so with no page in use the
         # memory is zero again; touched: the pages below the high-water mark and their
         # metadata.
         cdef uint32_t hiwater = self.pool.hiwater
+        if self.buffer is not None:
+            # The caller's memory: only the metadata is ours.
+            s2pt_mem_free(self.meta, self.meta_bytes)
+            self.mem = NULL
+            self.meta = NULL
+            self.buffer.release()
+            self.buffer = None
+            return
         if self.mem != NULL and self.meta != NULL and self.pool.used == 0:
             # Counts and owners of free pages are zero; hints and the free stack are not.
             memset(self.pool.hint, 0, hiwater * sizeof(uint64_t))
@@ -603,6 +663,9 @@ cdef class PagePool:
 
     cdef _discard(self):
         """Release memory that may hold anything (a refused restore): never reused."""
+        if self.buffer is not None:
+            self._release()
+            return
         s2pt_mem_free(self.mem, self.mem_bytes)
         s2pt_mem_free(self.meta, self.meta_bytes)
         self.mem = NULL
@@ -746,6 +809,55 @@ cdef class Stage2:
         """A VM with the geometry of ``config`` (for example one from ``from_vtcr``)."""
         cdef Stage2 self = cls.__new__(cls)
         self._setup(config, pool, tlbi_capacity)
+        return self
+
+    @classmethod
+    def attach(cls, PagePool pool not None, vtcr, vttbr, *, fwb=False, xnx=False,
+               tlbi_range=True, semantics="exact", tlbi_capacity=4096):
+        """Adopt a stage-2 tree already in ``pool``'s memory (usually a
+        :meth:`PagePool.from_buffer` pool over tables something else wrote), as hardware
+        would find it from VTCR_EL2 and VTTBR_EL2 (BADDR, and PA[51:48] in bits 5:2 with a
+        52-bit PA; the VMID from bits 63:48). Every descriptor is checked first; a tree s2pt
+        could not have built raises :class:`InvariantError` naming the first bad descriptor
+        (its PA, level and IPA) and changes nothing. The adopted VM's counts are rebuilt
+        (1 + non-zero entries per table page) and every operation works on it."""
+        cdef Stage2 self = cls.__new__(cls)
+        cdef uint64_t t = _u64(vttbr, "vttbr"), baddr
+        cdef uint32_t vmid, cap = _u32(tlbi_capacity, "tlbi_capacity")
+        cdef Stage2Config config
+        cdef char msg[320]
+        cdef int rc
+        pool._ready()
+        vmid = <uint32_t>(t >> 48)
+        if not (_u64(vtcr, "vtcr") >> 19) & 1:  # VTCR_EL2.VS clear: an 8-bit VMID
+            vmid &= 0xFF
+        config = Stage2Config.from_vtcr(vtcr, vmid, fwb=fwb, xnx=xnx, tlbi_range=tlbi_range,
+                                        semantics=semantics)
+        baddr = t & ((<uint64_t>1 << 48) - 2)
+        if config.cfg.pa_bits == 52:
+            baddr = (baddr & ~<uint64_t>0x3F) | ((t >> 2) & 0xF) << 48
+        pool._wait()
+        if cap:
+            self.events = <s2pt_tlbi *>_mem_get(cap * sizeof(s2pt_tlbi), 0)
+            if self.events == NULL:
+                raise MemoryError()
+        self.log.events = self.events
+        self.log.capacity = cap
+        rc = s2pt_pgtable_attach(&self.pt, &config.cfg, &pool.pool, baddr, msg, sizeof(msg))
+        if rc:
+            self.pt.destroyed = 1
+            if rc == S2PT_EINVARIANT:
+                raise InvariantError(f"cannot attach the tree at {baddr:#x}: {msg.decode()}")
+            if rc == S2PT_ECONFIG:
+                raise ConfigError(f"pool (granule {pool.granule}, PAs up to {pool.end_pa:#x}) "
+                                  f"does not suit this VM (granule {config.granule}, "
+                                  f"{config.pa_bits}-bit PA)")
+            _raise(rc, f"root {baddr:#x} ({config.root_tables} page(s)) in the pool "
+                       f"[{pool.base_pa:#x}, {pool.end_pa:#x})")
+        self.pt.tlbi = &self.log
+        s2pt_mmu_init(&self.mmu, &self.pt)
+        self.pool = pool
+        self.config = config
         return self
 
     cdef _setup(self, Stage2Config config, object pool, object tlbi_capacity):

@@ -117,6 +117,8 @@ cdef extern from "s2pt/s2pt.h" nogil:
 
     size_t s2pt_pool_meta_bytes(uint32_t pages)
     int s2pt_pool_check(const s2pt_pool *pool, char *msg, size_t msg_len)
+    int s2pt_pool_init_foreign(s2pt_pool *pool, void *mem, uint32_t pages, void *meta,
+                               uint64_t base_pa, uint32_t granule)
     int s2pt_pool_init(s2pt_pool *pool, void *mem, uint32_t pages, void *meta,
                        uint64_t base_pa, uint32_t granule)
     uint32_t s2pt_pool_free_pages(const s2pt_pool *pool)
@@ -152,6 +154,8 @@ cdef extern from "s2pt/s2pt.h" nogil:
         int destroyed
 
     int s2pt_pgtable_init(s2pt_pgtable *pt, const s2pt_config *cfg, s2pt_pool *pool)
+    int s2pt_pgtable_attach(s2pt_pgtable *pt, const s2pt_config *cfg, s2pt_pool *pool,
+                            uint64_t root_pa, char *msg, size_t msg_len)
     int s2pt_pgtable_restore(s2pt_pgtable *pt, const s2pt_config *cfg, s2pt_pool *pool,
                              uint64_t root_pa, uint32_t owner, uint64_t frees, char *msg,
                              size_t msg_len)

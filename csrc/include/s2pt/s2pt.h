@@ -521,6 +521,36 @@ int s2pt_pgtable_restore(struct s2pt_pgtable *pt, const struct s2pt_config *cfg,
 			 struct s2pt_pool *pool, uint64_t root_pa, uint32_t owner, uint64_t frees,
 			 char *msg, size_t msg_len);
 
+/* Pool pages s2pt found holding data (s2pt_pool_init_foreign()) carry this owner id. */
+#define S2PT_OWNER_RESERVED 0xFFFFFFFFu
+
+/**
+ * s2pt_pool_init_foreign() - s2pt_pool_init() over memory that already holds data (a
+ * simulator's guest RAM, an image written elsewhere): every page that is not all zero is
+ * reserved (count 1, owner S2PT_OWNER_RESERVED: s2pt never hands it out or writes it), every
+ * zero page is free, lowest first. s2pt_pgtable_attach() then adopts the tables among them.
+ * The whole buffer belongs to the pool from now on: s2pt writes new tables into its zero
+ * pages. Costs one read of the buffer.
+ */
+int s2pt_pool_init_foreign(struct s2pt_pool *pool, void *mem, uint32_t pages, void *meta,
+			   uint64_t base_pa, uint32_t granule);
+
+/**
+ * s2pt_pgtable_attach() - adopt the stage-2 tree at @root_pa (VTTBR_EL2.BADDR) that lies in
+ * @pool's memory but not in its books. Every descriptor is checked first, by the rules of
+ * s2pt_check() (table descriptors pointing at pool pages, none reached twice, no block where
+ * the granule allows none, no reserved 0b01 at level 3, no stray or RES0 bits, output
+ * addresses within the PA size and aligned, valid MemAttr for FWB or not, invalid entries only
+ * as level-3 owner annotations, no empty non-root table), and every page it reaches must be
+ * free or reserved. On success the pages become a new page table's (a fresh owner id):
+ * counts rebuilt as 1 + non-zero entries, occupancy hints exact, so every operation works on
+ * it. On failure nothing changes and @msg names the first bad descriptor.
+ * Return: 0, S2PT_EINVAL, S2PT_ECONFIG (granule, PA size), S2PT_EALIGN (@root_pa not aligned
+ * to the root's size), S2PT_ERANGE (root outside the pool), S2PT_EINVARIANT, S2PT_ENOMEM.
+ */
+int s2pt_pgtable_attach(struct s2pt_pgtable *pt, const struct s2pt_config *cfg,
+			struct s2pt_pool *pool, uint64_t root_pa, char *msg, size_t msg_len);
+
 /**
  * s2pt_pgtable_destroy() - free every page of @pt (roots included) back to its pool and
  * record one VMID invalidation. Later calls on @pt return S2PT_EDESTROYED.
