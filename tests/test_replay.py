@@ -406,7 +406,7 @@ def test_boot_maps_one_leaf_per_page_or_block_touched(granule):
 def test_dirty_logging_rounds_follow_kvms_rules(granule):
     """Each round's first write to a write-protected page is one DIRTY fault; a harvest with
     clear re-protects what it returns, the manual-protect round re-protects only what its
-    clear_dirty_log names (the first 512 MiB), so pages dirtied above it stay writable and
+    clear_dirty_log names (the first 32 MiB), so pages dirtied above it stay writable and
     are harvested again by the next round."""
     trace = R.default_trace()
     start = _section(trace, "live migration")

@@ -1136,8 +1136,8 @@ def default_trace() -> Trace:
         b.access("w", _pages(rng, RAM, RAM_SIZE, dirtied, hot, 0.5))
         b.access("r", _pages(rng, RAM, RAM_SIZE, dirtied))
         if rnd == 2:  # manual protect: harvest without clearing, re-protect what was sent
-            b.get_dirty_log(1, clear=False)  # (the first 512 MiB; the rest stays dirty)
-            b.clear_dirty_log(1, 0, [(1 << 64) - 1] * (RAM_SIZE // 2 // 4096 // 64))
+            b.get_dirty_log(1, clear=False)  # (the first 32 MiB; the rest stays dirty)
+            b.clear_dirty_log(1, 0, [(1 << 64) - 1] * (32 * MiB // 4096 // 64))
         else:
             b.get_dirty_log(1)
         if rnd == 1:
