@@ -1188,9 +1188,9 @@ def hit_trace(accesses: int = 1 << 24, *, name: str = "hits") -> Trace:
 _REASONS = {getattr(_core, f"TLBI_{name}"): name.lower()
             for name in ("UNMAP", "TABLE", "REPLACE", "SPLIT", "COALESCE", "PERM", "AF",
                          "DESTROY", "OVERFLOW", "WRPROTECT")}
-#: Events a replay's log holds between drains (access batches are CHUNK long and each access
-#: can cause a few events).
-TLBI_CAPACITY = 8 * CHUNK
+#: Events a replay's log holds between drains, per access of a batch (an access can cause a
+#: few events); a log that fills anyway shows as an "overflow" event in the summary.
+TLBI_PER_ACCESS = 8
 
 
 @dataclass
@@ -1362,7 +1362,8 @@ def replay(trace=None, *, granule: Optional[int] = None, ipa_bits: Optional[int]
     started = time.perf_counter()
     if name == "s2pt":
         vm = cls(ipa_bits=ipa_bits, granule=granule, pa_bits=h.pa_bits,
-                 semantics=h.semantics, tlbi_capacity=TLBI_CAPACITY)
+                 semantics=h.semantics,
+                 tlbi_capacity=min(max(TLBI_PER_ACCESS * chunk, 1 << 16), 1 << 24))
     else:
         vm = cls(ipa_bits=ipa_bits, granule=granule, pa_bits=h.pa_bits, semantics=h.semantics)
     config = vm.config
