@@ -1,4 +1,4 @@
-"""The ``s2pt`` command: ``s2pt geometry``, ``s2pt demo`` and ``s2pt bench``."""
+"""The ``s2pt`` command: ``s2pt geometry``, ``s2pt demo``, ``s2pt bench`` and ``s2pt replay``."""
 
 from __future__ import annotations
 
@@ -380,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="only this row (repeatable)")
     p.add_argument("--no-model", action="store_true", help="skip the reference model")
     p.set_defaults(func=bench)
+
+    from .replay import add_parser as add_replay_parser
+
+    add_replay_parser(sub)  # s2pt replay [TRACE...] (src/s2pt/replay.py)
 
     args = parser.parse_args(argv)
     try:
