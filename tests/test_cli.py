@@ -158,3 +158,27 @@ def test_demo_aging_scan(capsys, granule):
     # Deleting the slot frees its tables: back to the count before it was added.
     before = re.search(r"\[after unmap\] table pages (\d+)", out).group(1)
     assert re.search(rf"delete_memslot\(0\): table pages \d+ -> {before}; slots left 0", out)
+
+
+def test_ptdump_of_a_saved_file_and_of_the_default_trace(tmp_path, capsys):
+    """`s2pt ptdump FILE` prints each saved VM as Stage2.dump() does; with no file, the VM the
+    default replay trace leaves (its lines tile the whole IPA space)."""
+    import s2pt
+    from s2pt.cli import main
+
+    a, b = s2pt.Stage2(), s2pt.Stage2(ipa_bits=42, granule=65536, vmid=5)
+    a.map(0, 0x8000_0000, 2 << 20)
+    b.map(1 << 30, 0x9000_0000, 3 << 16, s2pt.Prot.R)
+    s2pt.save(tmp_path / "two.npz", a, b)
+    assert main(["ptdump", str(tmp_path / "two.npz")]) == 0
+    out = capsys.readouterr().out
+    assert a.dump() in out and b.dump() in out and "VMID 5" in out
+    assert main(["ptdump", str(tmp_path / "two.npz"), "--vm", "1"]) == 0
+    assert capsys.readouterr().out.split("\n", 1)[1] == b.dump()
+    assert main(["ptdump", str(tmp_path / "two.npz"), "--vm", "2"]) == 2
+    assert main(["ptdump"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "---[ Guest IPA ]---"
+    ranges = [tuple(int(x, 16) for x in line.split()[0].split("-")) for line in lines[2:]]
+    assert ranges[0][0] == 0 and ranges[-1][1] == 1 << 40
+    assert all(x[1] == y[0] for x, y in zip(ranges, ranges[1:]))

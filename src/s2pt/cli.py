@@ -282,6 +282,43 @@ def _machine() -> str:
             f"{platform.release()}; load average {load:.2f} before the run")
 
 
+def ptdump(args: argparse.Namespace) -> int:
+    """Print VMs in KVM's stage-2 ptdump format: from an s2pt.save file, or the VM the
+    default replay trace leaves behind."""
+    import tempfile
+
+    from ._state import load
+    from .replay import replay
+
+    if args.file is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/default.npz"
+            replay(None, granule=args.granule, ipa_bits=args.ipa_bits, progress=False,
+                   save=path)
+            vms = load(path)
+        source = "the default replay trace"
+    else:
+        vms = load(args.file)
+        source = args.file
+    chosen = range(len(vms)) if args.vm is None else [args.vm]
+    for i in chosen:
+        if not 0 <= i < len(vms):
+            print(f"s2pt: {source} holds {len(vms)} VM(s); there is no VM {i}", file=sys.stderr)
+            return 2
+        vm = vms[i]
+        print(f"# VM {i} of {source}: {vm.granule // 1024}K granule, {vm.ipa_bits}-bit IPA, "
+              f"VMID {vm.vmid}, VTTBR_EL2 {vm.vttbr:#x}, VTCR_EL2 {vm.vtcr:#x}")
+        print(vm.dump(), end="")
+    return 0
+
+
+def _bench_rows() -> dict:
+    """Every row of the speed table: the engine's and MMU's (s2pt.perf), then replay's."""
+    from . import perf, replay
+
+    return {row.name: row for row in (*perf.ROWS, *replay.bench_rows())}
+
+
 def bench(args: argparse.Namespace) -> int:
     """The speed table on this machine: median per operation, the reference model's, and the
     ratios between rows (measured in this run, their repeats interleaved)."""
@@ -292,7 +329,8 @@ def bench(args: argparse.Namespace) -> int:
     from . import perf
     from .model import ReferenceStage2
 
-    rows = [perf.ROW[name] for name in args.rows] if args.rows else perf.ROWS
+    everything = _bench_rows()
+    rows = [everything[name] for name in args.rows] if args.rows else list(everything.values())
     started = time.perf_counter()
     out = print
     out(f"s2pt bench: {args.config}, {args.scale} scale, median of {args.repeat} runs; "
@@ -370,13 +408,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--granule", type=int, default=4096, choices=(4096, 16384, 65536))
     p.set_defaults(func=demo)
 
+    p = sub.add_parser("ptdump", help="a VM's tables in KVM's stage-2 ptdump format")
+    p.add_argument("file", nargs="?", default=None,
+                   help="an s2pt.save file (default: replay the default trace, dump its VM)")
+    p.add_argument("--vm", type=int, default=None, help="only this VM of the file (0, 1, ...)")
+    p.add_argument("--granule", type=int, default=None, choices=(4096, 16384, 65536),
+                   help="for the default trace")
+    p.add_argument("--ipa-bits", type=int, default=None, help="for the default trace")
+    p.set_defaults(func=ptdump)
+
     p = sub.add_parser("bench", help="the speed table on this machine (under a minute)")
     p.add_argument("--config", default="4k40", choices=("4k40", "4k48", "16k40", "64k42"))
     p.add_argument("--scale", default="full", choices=("full", "cache", "model"),
                    help="full: 1 GiB of pages, 2**18 random pages in 64 GiB (default)")
     p.add_argument("--repeat", type=int, default=5, help="runs per row; the median is shown")
     p.add_argument("--row", dest="rows", action="append",
-                   choices=[row.name for row in __import__("s2pt.perf").perf.ROWS],
+                   choices=list(_bench_rows()),
                    help="only this row (repeatable)")
     p.add_argument("--no-model", action="store_true", help="skip the reference model")
     p.set_defaults(func=bench)

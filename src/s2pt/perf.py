@@ -847,7 +847,8 @@ def measure_rows(rows, engine, config: str, scale: str, repeat: int = 5) -> dict
 def groups(rows) -> list:
     """``rows`` in order, as lists: the rows of a ratio whose rows are all in ``rows``
     together (in the order of the first), every other row alone."""
-    names = {row.name for row in rows}
+    by_name = {row.name: row for row in rows}
+    names = set(by_name)
     linked = {}
     for ratio in RATIOS:
         if ratio.num in names and ratio.den in names:
@@ -862,6 +863,6 @@ def groups(rows) -> list:
             continue
         order = [r.name for r in rows]
         names_ = sorted(linked.get(row.name, [row.name]), key=order.index)
-        out.append([ROW[name] for name in names_])
+        out.append([by_name[name] for name in names_])
         seen.update(names_)
     return out

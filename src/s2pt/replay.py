@@ -1340,7 +1340,7 @@ def _load(trace) -> Trace:
 
 def replay(trace=None, *, granule: Optional[int] = None, ipa_bits: Optional[int] = None,
            engine="s2pt", progress: Optional[bool] = None, chunk: int = CHUNK,
-           check: bool = False) -> ReplaySummary:
+           check: bool = False, save=None) -> ReplaySummary:
     """Replay ``trace`` (a :class:`Trace`, a file path in either form, its bytes, or None for
     :func:`default_trace`) on a fresh VM of its header's geometry, or of ``granule`` /
     ``ipa_bits`` if given, and return a :class:`ReplaySummary`.
@@ -1350,6 +1350,8 @@ def replay(trace=None, *, granule: Optional[int] = None, ipa_bits: Optional[int]
     None shows a tqdm bar on stderr once a replay has run a second, if stderr is a terminal;
     False never; True always. ``check`` runs the VM's ``check()`` at the end. An operation
     the VM refuses raises :class:`ReplayError` naming it (its cause is the engine's error).
+    ``save``: a path where the VM at the end is written with :func:`s2pt.save` (s2pt only),
+    for ``s2pt ptdump`` or a later :func:`s2pt.load`.
     """
     trace = _load(trace)
     name, cls = _engine(engine)
@@ -1438,6 +1440,12 @@ def replay(trace=None, *, granule: Optional[int] = None, ipa_bits: Optional[int]
         flush()
         if check:
             vm.check()
+        if save is not None:
+            if name != "s2pt":
+                raise ValueError("save= needs the s2pt engine (the model does not travel)")
+            from ._state import save as _save
+
+            _save(save, vm)
         st = vm.stats()
         faults = {FaultOutcome(k).name: int(n) for k, n in vm.fault_counts().items()}
         seconds = time.perf_counter() - started
@@ -1692,11 +1700,12 @@ def _replay_hits_case(engine, config: str, scale: str):
 
     granule, ipa_bits = perf.CONFIGS[config]
     trace = _hit_trace_cached(_HIT_ACCESSES[scale])
-    blocks = RAM_SIZE // (2 * MiB)
+    # The slot's backing is the VM's level-2 block (2 MiB for 4K, 32 MiB for 16K, 512 MiB
+    # for 64K): one first touch maps each block; every other access hits.
+    blocks = RAM_SIZE // Stage2Config(ipa_bits, granule).level_size(2)
 
     def check(summary: ReplaySummary) -> None:
         assert summary.accesses == trace.accesses
-        # the 512 first touches of the 2 MiB blocks map; every other access hits
         assert summary.faults["MAPPED"] == blocks
         assert summary.faults["HIT"] == trace.accesses - blocks
         assert sum(summary.faults.values()) == trace.accesses
