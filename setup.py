@@ -1,5 +1,6 @@
 """Build wiring only: the C core as a static library with its own strict flags, then the one
-Cython extension linked against it. Metadata lives in pyproject.toml.
+Cython extension linked against it, then the files C and Cython users build against (the public
+headers and that static library, shipped in the package). Metadata lives in pyproject.toml.
 
 Environment: S2PT_DEBUG=1 (debug build: -O0 -g, core asserts, Cython checks), S2PT_WERROR=1
 (C core warnings are errors, as in CI), S2PT_MARCH=<arch> (opt-in -march), S2PT_ANNOTATE=1.
@@ -10,6 +11,7 @@ import os
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 DEBUG = os.environ.get("S2PT_DEBUG") == "1"
 WARN = ["-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Wmissing-prototypes",
@@ -45,7 +47,34 @@ extensions = [
     )
 ]
 
+
+class build_ext_with_sdk(build_ext):
+    """build_ext, then s2pt/include/s2pt/*.h and s2pt/lib/libs2pt.a next to the extension (in
+    the build tree, or in src/ for an editable install), for s2pt.get_include() and
+    s2pt.get_library_dir(). The archive is build_clib's s2pt_core: compiled like the core the
+    extension links, and with -fPIC, so it links into other extension modules too."""
+
+    def sdk_files(self):
+        pkg = os.path.dirname(self.get_ext_fullpath("s2pt._core"))
+        clib = self.get_finalized_command("build_clib")
+        archive = os.path.join(clib.build_clib, self.compiler.library_filename(core[0]))
+        files = [(archive, os.path.join(pkg, "lib", "libs2pt.a"))]
+        for header in sorted(glob.glob("csrc/include/s2pt/*.h")):
+            files.append((header, os.path.join(pkg, "include", "s2pt", os.path.basename(header))))
+        return files
+
+    def run(self):
+        super().run()
+        for src, dst in self.sdk_files():
+            self.mkpath(os.path.dirname(dst))
+            self.copy_file(src, dst)
+
+    def get_outputs(self):
+        return super().get_outputs() + [dst for _, dst in self.sdk_files()]
+
+
 setup(
+    cmdclass={"build_ext": build_ext_with_sdk},
     libraries=[core],
     ext_modules=cythonize(
         extensions,

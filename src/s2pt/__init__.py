@@ -44,6 +44,7 @@ from ._types import (
     bitmap_pages,
 )
 from ._state import load, save
+from ._paths import get_include, get_library_dir
 from ._version import __version__
 from .errors import (
     AlignmentError,
@@ -111,5 +112,7 @@ __all__ = [
     "UnknownS2ptError",
     "save",
     "load",
+    "get_include",
+    "get_library_dir",
     "__version__",
 ]

@@ -58,6 +58,13 @@ cdef extern from "s2pt/s2pt.h" nogil:
         S2PT_TLBI_WRPROTECT
         S2PT_LEAF_WHOLE
 
+    enum s2pt_fault_kind:
+        S2PT_FAULT_NONE
+        S2PT_FAULT_TRANSLATION
+        S2PT_FAULT_ACCESS_FLAG
+        S2PT_FAULT_PERMISSION
+        S2PT_FAULT_ADDRESS_SIZE
+
     struct s2pt_fault:
         uint32_t kind
         int32_t level
