@@ -17,13 +17,69 @@
  * Failure is atomic: every mutating call validates its arguments and counts the table pages
  * it will allocate before it writes anything; on error nothing has changed.
  *
- * Concurrency: the core takes no locks and has no global state. Calls on page tables in
- * different pools may run in parallel threads. Calls that change a page table, or any page
- * table of the same pool (allocation is per pool), must not overlap any other call on that
- * pool; read-only calls (s2pt_translate*, s2pt_lookup, s2pt_walk_path, s2pt_leaves,
- * s2pt_stats, s2pt_check) may overlap each other. The Python layer serialises with one lock
- * per pool and releases the GIL in its bulk calls. The MMU layer (s2pt/mmu.h) follows the
- * same rules for its page table.
+ * Ownership. The caller owns all memory. s2pt never keeps a pointer it was not given.
+ *  - Every struct (s2pt_config, s2pt_pool, s2pt_pgtable, s2pt_tlbi_log, s2pt_mmu, the result
+ *    structs) is caller storage: stack, static, heap or embedded in the simulator's own types.
+ *    A pool's buffer (@mem) and its metadata (@meta) are caller memory too, and so are a TLB
+ *    log's @events and every output array and text buffer.
+ *  - Lifetimes: a pool's buffer, its metadata and the struct s2pt_pool must stay where they are
+ *    while any page table uses the pool. Page tables hold pointers into all three. A page table
+ *    must outlive its MMU (struct s2pt_mmu holds a pointer to it) and its TLB log. Never copy a
+ *    live struct s2pt_pgtable or struct s2pt_pool by value: the copy would claim the same pages.
+ *    Pointers into the tables that s2pt hands out (s2pt_get_leaf(), struct s2pt_fault @ptep)
+ *    stay valid while the page table's @frees does not change.
+ *  - Tearing down: s2pt_pgtable_destroy() gives a VM's pages back to its pool, zeroed. The pool
+ *    has no destructor: free its buffer and metadata once no page table uses it (@live_tables
+ *    is 0). Memory from s2pt_mem_alloc() goes back through s2pt_mem_free().
+ *  - Writes: s2pt writes only the pool pages it allocated, plus the caller's output
+ *    parameters. Outside s2pt, a pool's pages may be read at any time (an emulator walking
+ *    them). They must not be written, except through s2pt_pgtable_attach() /
+ *    s2pt_pool_init_foreign(), which adopt what is already there. s2pt_translate_image() only
+ *    reads its image.
+ *
+ * Allocation. The engine calls no allocator on any map, unmap, protect, leaf-operation,
+ * translate, walk, stats or dump path. The only exceptions:
+ *  - s2pt_mem_alloc() (an anonymous mmap), on request;
+ *  - s2pt_check(), s2pt_pool_check() and s2pt_pgtable_attach() take one byte per pool page
+ *    (calloc) of scratch and free it before they return; they fail with S2PT_ENOMEM if it
+ *    cannot be had;
+ *  - the MMU layer (mmu.h) uses malloc / realloc for its slot array (s2pt_memslot_add(),
+ *    s2pt_memslot_restore()) and for dirty bitmaps when logging is enabled
+ *    (s2pt_set_log_dirty()). That memory is freed by s2pt_memslot_delete(), by disabling
+ *    logging and by s2pt_mmu_release(). The abort handler, s2pt_access_many() and the dirty-log
+ *    harvests never allocate.
+ *
+ * Threading. No call takes a lock, and there is no global state. s2pt_strerror() returns
+ * static strings.
+ *  - Calls on page tables in different pools may run in parallel threads.
+ *  - A call that changes a page table must not overlap any other call on any page table of
+ *    the same pool, because page allocation is per pool. The calls that change a page table:
+ *    map, unmap, protect, set_af, set_owner, the leaf operations (mkyoung, wrprotect,
+ *    test_clear_young with mkold, young_bitmap with clear, relax_perms, split, collapse), the
+ *    MMU's abort handler and dirty-log calls, init, attach, restore and destroy.
+ *  - Read-only calls (s2pt_translate*, s2pt_lookup, s2pt_walk_path, s2pt_leaves, s2pt_stats,
+ *    s2pt_dump, s2pt_check, s2pt_owner) may overlap each other, but not a change.
+ *  - The Python package serialises with one lock per pool and releases the GIL in its bulk
+ *    calls. The copy of the core that s2pt.get_library_dir() ships is separate: the pools a
+ *    program makes with it are its own to serialise.
+ *
+ * ABI. The soname is libs2pt.so.MAJOR, where MAJOR is the package's major version. The promise
+ * for one soname, from the release that introduced it:
+ *  - The ABI is everything in these headers: function signatures and their documented
+ *    behaviour, error codes, flag and enum values, constants, and the layout (size, field
+ *    order and types) of every struct. Callers allocate the structs themselves, and the
+ *    static inline functions (s2pt_vttbr(), s2pt_pool_free_pages(), s2pt_level_shift(),
+ *    desc.h) compile their fields into the caller.
+ *  - An incompatible change to any of these means a new MAJOR, and so a new soname, also
+ *    while MAJOR is 0. Within one MAJOR, functions, constants and flags (bits that used to be
+ *    refused with S2PT_EINVAL) are only ever added. A program built against an older MINOR
+ *    runs with a newer one.
+ *  - Exported: the s2pt_* functions declared here, nothing else. Internal helpers are
+ *    s2pt__* (two underscores) and are local to the shared library. The static archive
+ *    contains them but they are not API.
+ *  - Read-only for callers: fields marked opaque (s2pt_fault @ptep, @frees) and the pool's
+ *    and page table's bookkeeping (@hint, @refcount, @owner, @free_stack, @used, @allocs, ...).
+ *    Read them, never write them.
  */
 #ifndef S2PT_S2PT_H
 #define S2PT_S2PT_H
