@@ -255,3 +255,21 @@ def test_diff_names_the_leaves_that_differ():
     c.map(0, PA, 2 * MiB, blocks=False)
     c.map(4 * MiB, PA, 4096 * 4, blocks=False)
     assert len(a.diff(c)) == 1 + 512
+
+
+def test_diff_agrees_with_the_model():
+    from s2pt.model import ReferenceStage2
+
+    rng = np.random.default_rng(3)
+    vms = [(s2pt.Stage2(), ReferenceStage2()) for _ in range(2)]
+    for k, (vm, model) in enumerate(vms):
+        for _ in range(30):
+            ipa = int(rng.integers(0, 64)) * 2 * MiB + int(rng.integers(0, 8)) * 4096 * k
+            size = 4096 * int(rng.integers(1, 5))
+            prot = Prot.R if rng.random() < .3 else Prot.RW
+            for x in (vm, model):
+                x.map(ipa, PA + ipa, size, prot)
+    (a, ma), (b, mb) = vms
+    assert a.diff(b) == ma.diff(mb) == a.diff(mb) and len(a.diff(b)) > 0
+    # A VM and its own model twin do not differ.
+    assert a.diff(ma) == [] and ma.diff(a) == []

@@ -1737,12 +1737,14 @@ cdef class Stage2:
                                dtype=np.uint64),
         }
 
-    def diff(self, Stage2 other not None):
+    def diff(self, other):
         """The leaves (valid mappings) that differ between this VM's IPA space and
         ``other``'s: those of this VM that ``other`` does not have exactly (IPA, size, level,
         PA, permissions, attributes, AF, software bits), then those of ``other`` this VM does
         not have, each group in IPA order. Empty when both translate every IPA alike with the
-        same leaves."""
+        same leaves. ``other`` may be any VM with ``mappings()`` (the reference model too)."""
+        if not callable(getattr(other, "mappings", None)):
+            raise ArgumentTypeError(f"diff() takes a VM, not {type(other).__name__}")
         mine, theirs = list(self.mappings()), list(other.mappings())
         a, b = set(mine), set(theirs)
         return [m for m in mine if m not in b] + [m for m in theirs if m not in a]

@@ -665,6 +665,13 @@ class ReferenceStage2:
                 fsc[i] = _FSC_BASE[kind] | level
         return pa, fsc
 
+    def diff(self, other) -> list:
+        """As Stage2.diff: this VM's leaves ``other`` lacks exactly, then ``other``'s this VM
+        lacks, each in IPA order (``other`` may be a model or an engine VM)."""
+        mine, theirs = list(self.mappings()), list(other.mappings())
+        a, b = set(mine), set(theirs)
+        return [m for m in mine if m not in b] + [m for m in theirs if m not in a]
+
     def mappings(self, ipa=0, size=None) -> Iterator[Mapping]:
         """The valid leaves intersecting [ipa, ipa + size), whole, in IPA order (argument errors
         raise at the call, not on iteration)."""
