@@ -13,7 +13,9 @@ so that a fault that needs pages the pool lacks must change nothing in both.
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 import sys
 
 import numpy as np
@@ -200,6 +202,21 @@ class MMUDifferential(base.Stage2Differential):
         else:
             prot = data.draw(st.sampled_from(base.PROTS), label="prot")
             self.both(lambda vm: vm.relax_perms(ipa + 7, prot))
+
+    @rule(how=st.sampled_from(["pickle", "deepcopy"]))
+    def travel(self, how):
+        """The engine's VMs (with the neighbour sharing their pool) go through pickle or
+        deepcopy and the machine goes on with the copies: a restored VM must keep behaving as
+        its model twin, which does not travel."""
+        vms = [self.engine] + ([self.n_engine] if self.n_engine is not None else [])
+        words = self.engine.pool.words.copy()
+        moved = pickle.loads(pickle.dumps(vms)) if how == "pickle" else copy.deepcopy(vms)
+        assert np.array_equal(moved[0].pool.words, words)
+        assert all(vm.pool is moved[0].pool for vm in moved)
+        self.engine = moved[0]
+        if self.n_engine is not None:
+            self.n_engine = moved[1]
+        assert self.engine.diff(self.model) == []
 
     # -- after every step --------------------------------------------------------------------------
     def invariant_mmu(self):
