@@ -43,6 +43,9 @@ extensions = [
         ["src/s2pt/_core.pyx"],
         include_dirs=["csrc/include"],
         extra_compile_args=ext_flags,
+        # The core is linked in whole; its s2pt_* symbols stay inside the extension, so a
+        # process that also loads libs2pt.so (a C simulator embedding Python) gets no clash.
+        extra_link_args=["-Wl,--exclude-libs,ALL"],
         depends=sorted(glob.glob("csrc/include/s2pt/*.h")),
     )
 ]

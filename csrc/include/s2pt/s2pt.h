@@ -1000,7 +1000,7 @@ int s2pt_dump(const struct s2pt_pgtable *pt, char *buf, size_t len, size_t *need
  * free stack holds distinct, free, zero pages, and every non-zero entry lies in a part of
  * its page that the occupancy hint marks.
  * @msg, @msg_len: a description of the first violation (may be NULL / 0).
- * Return: 0, S2PT_EINVARIANT, S2PT_EDESTROYED.
+ * Return: 0, S2PT_EINVARIANT, S2PT_EDESTROYED, S2PT_ENOMEM (its scratch: a byte per page).
  */
 int s2pt_check(const struct s2pt_pgtable *pt, char *msg, size_t msg_len);
 
