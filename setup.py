@@ -25,6 +25,12 @@ if os.environ.get("S2PT_MARCH"):
     core_flags.append("-march=" + os.environ["S2PT_MARCH"])
     ext_flags.append("-march=" + os.environ["S2PT_MARCH"])
 
+# Each flavour builds in its own tree: setuptools and cythonize rebuild by timestamps only, so a
+# debug build over a release tree would link the release core (no asserts) and the reverse.
+FLAVOUR = ("debug" if DEBUG else "release") + (
+    "-" + os.environ["S2PT_MARCH"] if os.environ.get("S2PT_MARCH") else "")
+BUILD_BASE = os.path.join("build", FLAVOUR)
+
 DIRECTIVES = dict(language_level=3, embedsignature=True, cdivision=True)
 if DEBUG:
     DIRECTIVES.update(boundscheck=True, wraparound=True, initializedcheck=True, linetrace=True)
@@ -78,11 +84,13 @@ class build_ext_with_sdk(build_ext):
 
 setup(
     cmdclass={"build_ext": build_ext_with_sdk},
+    options={"build": {"build_base": BUILD_BASE}},
     libraries=[core],
     ext_modules=cythonize(
         extensions,
         compiler_directives=DIRECTIVES,
         annotate=os.environ.get("S2PT_ANNOTATE") == "1",
         include_path=["src"],
+        build_dir=os.path.join(BUILD_BASE, "cython"),
     ),
 )

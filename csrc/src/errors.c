@@ -1,4 +1,4 @@
-#include "s2pt/s2pt.h"
+#include "internal.h"
 
 const char *s2pt_strerror(int err)
 {
@@ -26,4 +26,9 @@ const char *s2pt_strerror(int err)
 	default:
 		return "unknown error";
 	}
+}
+
+int s2pt_debug_build(void)
+{
+	return S2PT_DEBUG;
 }

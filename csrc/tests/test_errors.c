@@ -408,3 +408,10 @@ TEST(errors_enomem_with_full_pool_and_no_need)
 	CHECK_EQ(f.pool.used, 2);
 	fx_fini(&f);
 }
+
+/* The unit tests build the core with S2PT_DEBUG=1 (see the Makefile's CFLAGS_TEST): a copy of
+ * the core must say so, or a "debug" build could silently be a release one. */
+TEST(debug_build_reports_the_flavour)
+{
+	REQUIRE_EQ(s2pt_debug_build(), 1);
+}

@@ -28,6 +28,7 @@ from ._core import (
     PagePool,
     Stage2,
     Stage2Config,
+    debug_build,
     translate_image,
 )
 from ._types import (
@@ -68,6 +69,7 @@ __all__ = [
     "Stage2Config",
     "PagePool",
     "translate_image",
+    "debug_build",
     "Prot",
     "Access",
     "MemAttr",

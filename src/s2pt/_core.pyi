@@ -41,6 +41,9 @@ TLBI_WRPROTECT: int
 #: ipa u64, size u64, kind i32, level i32, reason u32, bbm u32 (struct s2pt_tlbi)
 TLBI_DTYPE: np.dtype
 
+def debug_build() -> bool:
+    """True when the C core was built with S2PT_DEBUG=1 (asserts on)."""
+
 def translate_image(
     image: npt.ArrayLike,
     image_pa: int,

@@ -452,6 +452,12 @@ cdef class Stage2Config:
                 f"vtcr={self.vtcr:#x})")
 
 
+def debug_build():
+    """True when the C core in this extension was built with S2PT_DEBUG=1 (its invariant
+    asserts trap), False for a release build."""
+    return bool(s2pt_debug_build())
+
+
 # ---- walking any memory image ---------------------------------------------------------------
 
 def translate_image(image, image_pa, vtcr, vttbr, ipa, access=Access.READ, *, fwb=False,

@@ -17,6 +17,7 @@ cdef extern from "s2pt/s2pt.h" nogil:
         S2PT_E__COUNT
 
     const char *s2pt_strerror(int err)
+    int s2pt_debug_build()
 
     enum:
         S2PT_PROT_R

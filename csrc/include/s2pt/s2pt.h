@@ -111,6 +111,12 @@ enum s2pt_error {
 /** s2pt_strerror() - a static, human-readable description of an S2PT_E* code. */
 const char *s2pt_strerror(int err);
 
+/**
+ * s2pt_debug_build() - 1 when this copy of the core was built with S2PT_DEBUG (its invariant
+ * asserts trap), 0 for a release build. A program can check which core it really linked.
+ */
+int s2pt_debug_build(void);
+
 /* ---------------------------------------------------------------------------------------
  * Permissions, access types, memory attributes, faults.
  */
