@@ -248,7 +248,10 @@ class Stage2Differential(RuleBasedStateMachine):
         if size <= geo.page_limit:
             offset = data.draw(st.sampled_from([0, 0, geo.span(2), g, 3 * g]), label="offset")
         elif top != geo.span(2):
-            offset = data.draw(st.sampled_from([0, 0, geo.span(2)]), label="offset")
+            # Off by the next block size down: those blocks instead of top-level ones (not 2 MiB
+            # blocks under 512 GiB ones: 2**19 leaves make each model comparison take seconds).
+            below = geo.span(geo.cfg.min_block_level + 1)
+            offset = data.draw(st.sampled_from([0, 0, below]), label="offset")
         pa = max(0, ipa - geo.region_base + pa_base + offset)
         prot = data.draw(st.sampled_from(PROTS), label="prot")
         memattr = data.draw(st.sampled_from(MEMATTRS), label="memattr")
