@@ -50,18 +50,8 @@ static int wrprotect_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	uint64_t span = s2pt__span(&ctx->pt->cfg, ctx->level);
 
 	if (visit == S2PT_WALK_LEAF_RUN) {
-		uint64_t n = 0;
-
-		/* Branch-free, so the compiler vectorises it: W goes from valid writable leaves
-		 * (non-zero to non-zero, so the count does not move). */
-		for (uint32_t i = 0; i < ctx->nr; i++) {
-			uint64_t pte = ctx->ptep[i];
-			uint64_t hit = (pte & S2PT_PTE_VALID) & (pte >> 7); /* bit 7: S2AP W */
-
-			ctx->ptep[i] = pte & ~(hit << 7);
-			n += hit;
-		}
-		a->changed += n * span;
+		/* W goes from the valid writable leaves (bit 7: S2AP[1]). */
+		a->changed += s2pt__scan_bit(ctx->ptep, ctx->nr, 7, 1) * span;
 		return 0;
 	}
 	if (!s2pt_pte_valid(ctx->old) || !(ctx->old & S2PT_PTE_S2AP_W))
@@ -154,17 +144,11 @@ static int young_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 
 	(void)visit;
 	if (!a->bitmap) {
-		/* test_clear_young: branch-free, so the compiler vectorises it. */
-		uint64_t any = 0, keep = a->clear ? ~S2PT_PTE_AF : ~0ull;
+		/* test_clear_young (bit 10: AF); mkold changes no count and needs no TLBI. */
+		uint64_t young = a->clear ? s2pt__scan_bit(ctx->ptep, ctx->nr, 10, 1)
+					  : s2pt__scan_bit(ctx->ptep, ctx->nr, 10, 0);
 
-		for (uint32_t i = 0; i < ctx->nr; i++) {
-			uint64_t pte = ctx->ptep[i];
-			uint64_t young = (pte & S2PT_PTE_VALID) & (pte >> 10); /* bit 10: AF */
-
-			any |= young;
-			ctx->ptep[i] = pte & (keep | ~(young << 10));
-		}
-		a->young |= (int)any;
+		a->young |= young != 0;
 		return 0;
 	}
 	for (uint32_t i = 0; i < ctx->nr; i++) {

@@ -362,15 +362,7 @@ static int protect_word(struct s2pt_mmu *mmu, struct s2pt_memslot *s, uint64_t w
 
 	if (ptep && s->frees_at == pt->frees) {
 		/* No table was freed since the entry was recorded: it is still this page's. */
-		/* Branch-free: which pages in the span are still writable is unpredictable. */
-		for (uint32_t i = lo; i <= hi; i++) {
-			uint64_t pte = ptep[i];
-			uint64_t hit = (pte & S2PT_PTE_VALID) & (pte >> 7); /* bit 7: S2AP W */
-
-			ptep[i] = pte & ~(hit << 7);
-			changed |= hit;
-		}
-		return (int)changed;
+		return s2pt__scan_bit(ptep + lo, hi - lo + 1, 7, 1) != 0; /* bit 7: S2AP W */
 	}
 	(void)s2pt_wrprotect(pt, s->ipa + (((w << 6) + lo) << pt->cfg.granule_shift),
 			     (uint64_t)(hi - lo + 1) << pt->cfg.granule_shift, S2PT_LEAF_WHOLE,
