@@ -251,10 +251,28 @@ static inline int s2pt__unmap_deferred(const struct s2pt_config *cfg)
 }
 
 /* Validate a range against the IPA space: alignment, then size and wrap-around. */
-int s2pt__check_range(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size);
+static inline int s2pt__check_range(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size)
+{
+	uint64_t gmask = (1ull << pt->cfg.granule_shift) - 1;
+
+	if ((ipa | size) & gmask)
+		return S2PT_EALIGN;
+	/* ipa + size may reach 2^ipa_bits exactly (the kernel's 2021 off-by-one fix), never wrap. */
+	if (ipa + size < ipa || ipa + size > (1ull << pt->cfg.ipa_bits))
+		return S2PT_ERANGE;
+	return 0;
+}
 
 /* Validate a prot value for the VM (PX without UX and the reverse need FEAT_XNX). */
-int s2pt__check_prot(const struct s2pt_config *cfg, uint32_t prot);
+static inline int s2pt__check_prot(const struct s2pt_config *cfg, uint32_t prot)
+{
+	if (prot & ~S2PT_PROT_ALL)
+		return S2PT_EINVAL;
+	/* Without FEAT_XNX one XN bit governs EL1 and EL0 execute alike. */
+	if (!(cfg->flags & S2PT_CONFIG_XNX) && !(prot & S2PT_PROT_PX) != !(prot & S2PT_PROT_UX))
+		return S2PT_EINVAL;
+	return 0;
+}
 
 /* Clear [ipa, ipa + size) and free every table entirely inside it, without events. */
 int s2pt__clear_range(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size);

@@ -143,25 +143,3 @@ void s2pt__tlbi_record(struct s2pt_tlbi_log *log, int kind, uint64_t ipa, uint64
 	ev->bbm = reason == S2PT_TLBI_REPLACE || reason == S2PT_TLBI_SPLIT ||
 		  reason == S2PT_TLBI_COALESCE;
 }
-
-int s2pt__check_range(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size)
-{
-	uint64_t gmask = (1ull << pt->cfg.granule_shift) - 1;
-
-	if ((ipa | size) & gmask)
-		return S2PT_EALIGN;
-	/* ipa + size may reach 2^ipa_bits exactly (the kernel's 2021 off-by-one fix), never wrap. */
-	if (ipa + size < ipa || ipa + size > (1ull << pt->cfg.ipa_bits))
-		return S2PT_ERANGE;
-	return 0;
-}
-
-int s2pt__check_prot(const struct s2pt_config *cfg, uint32_t prot)
-{
-	if (prot & ~S2PT_PROT_ALL)
-		return S2PT_EINVAL;
-	/* Without FEAT_XNX one XN bit governs EL1 and EL0 execute alike. */
-	if (!(cfg->flags & S2PT_CONFIG_XNX) && !(prot & S2PT_PROT_PX) != !(prot & S2PT_PROT_UX))
-		return S2PT_EINVAL;
-	return 0;
-}
