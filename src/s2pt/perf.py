@@ -20,6 +20,7 @@ measured in the same run (``s2pt bench`` interleaves their repeats).
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -486,12 +487,7 @@ _THREAD_VMS: dict = {}
 def _thread_vm(config, scale, k, n):
     """Worker ``k``'s VM (its own pool) and result arrays, emptied. They are made once per
     process and reused by every round of both thread rows (1 thread uses worker 0): a
-    long-running VM's steady state, with no memory churn between rounds (fresh VMs and
-    arrays every round were slower still on the 2-vCPU VM this was measured on). There the
-    2-thread rounds still spread from 2.0x down to ~1x: with each worker pinned, the one on
-    CPU 0 runs ~2x slower while the one on CPU 1 runs at full speed, yet two pinned
-    *processes* doing the same work scale ~1.9x -- the machine, not a lock of s2pt's (both
-    calls run without the GIL, each pool has its own lock)."""
+    long-running VM's steady state, with no memory churn between rounds."""
     key = (config, scale, k)
     if key not in _THREAD_VMS:
         _THREAD_VMS[key] = (_warm(_vm(Stage2, config), SCALES[scale]["bytes"]), _outputs(n))
@@ -501,10 +497,26 @@ def _thread_vm(config, scale, k, n):
     return vm, out
 
 
+def _worker_cpus(nthreads):
+    """One CPU of this process's affinity per worker thread, or Nones where that cannot be
+    done. Unpinned, the worker that takes the GIL second is woken on the CPU of the one
+    running (Linux places a wakee beside its waker) and shares it for the first ~1-5 ms of a
+    ~10 ms round, until the load balancer moves it: the rows would time the scheduler (1.1x
+    on the 2-vCPU VM this was measured on), not s2pt (1.8x pinned, as the C core alone)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = []
+    if len(cpus) < nthreads:
+        return [None] * nthreads
+    return cpus[:nthreads]
+
+
 def _threads(engine, config, scale, nthreads):
     """``nthreads`` threads, each on a VM of its own (its own pool, warm, reused across rounds:
     _thread_vm): map the scale's bytes as pages in one call, then translate_many 4 random
-    IPAs per page of it (2**20). The threads are started untimed and wait at a barrier; the
+    IPAs per page of it (2**20). The threads are started untimed, each pinned to a CPU of
+    its own (_worker_cpus), and wait at a barrier; the
     timed part releases them and joins them (time.perf_counter, as every row). One op = one
     page mapped or one lookup; ns/op over all VMs, so 1 thread's figure over 2 threads' is
     the speed-up in throughput."""
@@ -520,17 +532,20 @@ def _threads(engine, config, scale, nthreads):
         outs.append(out)
     barrier = threading.Barrier(nthreads + 1, timeout=120)
     errors = []
+    cpus = _worker_cpus(nthreads)
 
-    def work(vm, out):
+    def work(vm, out, cpu):
         try:
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})  # this thread only (Linux)
             barrier.wait()
             vm.map(0, PA_BASE, size, blocks=False)
             vm.translate_many(ipas, out=out)
         except BaseException as exc:  # re-raised by run()
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(vm, out), daemon=True)
-               for vm, out in zip(vms, outs)]
+    threads = [threading.Thread(target=work, args=(vm, out, cpu), daemon=True)
+               for vm, out, cpu in zip(vms, outs, cpus)]
     for t in threads:
         t.start()
     while barrier.n_waiting < nthreads:  # every worker at the barrier: none still starting
