@@ -28,6 +28,7 @@ from ._core import (
     PagePool,
     Stage2,
     Stage2Config,
+    Translation,
     debug_build,
     translate_image,
 )
@@ -40,7 +41,6 @@ from ._types import (
     MemAttr,
     Memslot,
     Prot,
-    Translation,
     WalkStep,
     bitmap_pages,
 )

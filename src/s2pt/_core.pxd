@@ -1,10 +1,23 @@
 # Cython-level API: other Cython modules can `cimport s2pt._core` and call the C core on a
 # Stage2's tables directly (e.g. `s2pt_translate(&vm.pt, ...)` in a simulator's inner loop).
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint32_t, uint64_t
 
 from cpython.pythread cimport PyThread_type_lock
 
 from s2pt._cs2pt cimport s2pt_config, s2pt_memslot, s2pt_mmu, s2pt_pgtable, s2pt_pool, s2pt_tlbi, s2pt_tlbi_log
+
+
+cdef class Translation:
+    # pa, level, af, pte, sw read as they are; size, prot and memattr map to shared objects
+    cdef readonly uint64_t pa
+    cdef readonly uint64_t pte
+    cdef readonly uint32_t sw
+    cdef readonly int level
+    cdef readonly bint af
+    cdef uint64_t _size
+    cdef uint32_t _prot
+    cdef uint32_t _memattr
+    cdef tuple _tuple(self)
 
 
 cdef class Stage2Config:

@@ -17,12 +17,6 @@ from cpython.pythread cimport (
     PyThread_release_lock,
 )
 from cpython.buffer cimport PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
-from cpython.object cimport PyTypeObject
-from cpython.ref cimport Py_INCREF
-from cpython.tuple cimport PyTuple_SET_ITEM
-
-cdef extern from "Python.h":
-    object PyType_GenericAlloc(PyTypeObject *type, Py_ssize_t nitems)
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -42,7 +36,6 @@ from ._types import (
     MemAttr,
     Memslot,
     Prot,
-    Translation,
     WalkStep,
 )
 from .errors import (
@@ -98,44 +91,154 @@ _MEMATTR = tuple(MemAttr(i) if i in MemAttr._value2member_map_ else i
 _U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
 
 cdef extern from *:
-    """
-    /* Before 3.14 a tuple is its header and items; 3.14 adds a cached hash that only
-     * tuple's own constructors initialise. */
-    #define S2PT_RAW_TUPLES (PY_VERSION_HEX < 0x030E0000)
-    """
-    bint S2PT_RAW_TUPLES
-
-cdef extern from *:
     int __builtin_ctzll(unsigned long long x) nogil
 
 # Leaf sizes are powers of two: one shared int object each instead of a new one per result.
 cdef tuple _POW2 = tuple(1 << i for i in range(64))
 cdef tuple _PROTS = _PROT
 cdef tuple _MEMATTRS = _MEMATTR
-cdef object _TUPLE_NEW = tuple.__new__
+_TRANSLATION_FIELDS = ("pa", "level", "size", "prot", "memattr", "af", "pte", "sw")
 
 
-cdef inline void _put(object t, Py_ssize_t i, object value) noexcept:
-    Py_INCREF(value)  # PyTuple_SET_ITEM steals it
-    PyTuple_SET_ITEM(t, i, value)
+@cython.freelist(16)
+@cython.final
+cdef class Translation:
+    """A successful stage-2 translation: a read-only record of the leaf that translated.
+
+    It behaves as the named tuple ``(pa, level, size, prot, memattr, af, pte, sw)``: unpacking,
+    indexing, ``len``, ``_fields``, ``_asdict()``, ``_replace()``, hashing, and comparison
+    with another ``Translation`` or a plain tuple of the same values all work; only
+    ``isinstance(t, tuple)`` is false. It holds the C values and builds an attribute's object
+    when it is read, from a free list: a per-call ``translate()`` costs no result tuple and
+    no ints it does not use.
+    """
+
+    _fields = _TRANSLATION_FIELDS
+    __match_args__ = _TRANSLATION_FIELDS
+
+    def __init__(self, pa, level, size, prot, memattr, af=True, pte=0, sw=0):
+        cdef uint64_t p = _u64(prot, "prot"), m = _u64(memattr, "memattr")
+        if p >= <uint64_t>len(_PROTS):
+            raise InvalidArgumentError(f"prot={prot!r} is not a Prot value")
+        if m >= <uint64_t>len(_MEMATTRS):
+            raise InvalidArgumentError(f"memattr={memattr!r} is not a MemAttr value")
+        self.pa = _u64(pa, "pa")
+        self.level = <int>_u32(level, "level")
+        self._size = _u64(size, "size")
+        self._prot = <uint32_t>p
+        self._memattr = <uint32_t>m
+        self.af = bool(af)
+        self.pte = _u64(pte, "pte")
+        self.sw = _u32(sw, "sw")
+
+    @property
+    def size(self):
+        """Bytes mapped by the leaf (page or block size)."""
+        if self._size and not (self._size & (self._size - 1)):
+            return _POW2[__builtin_ctzll(self._size)]
+        return self._size
+
+    @property
+    def prot(self):
+        """Permissions decoded from the leaf (a Prot)."""
+        return _PROTS[self._prot]
+
+    @property
+    def memattr(self):
+        """The memory type the leaf's MemAttr field stands for (per FWB)."""
+        return _MEMATTRS[self._memattr]
+
+    cdef tuple _tuple(self):
+        return (self.pa, self.level, self.size, _PROTS[self._prot], _MEMATTRS[self._memattr],
+                self.af, self.pte, self.sw)
+
+    def __len__(self):
+        return 8
+
+    def __iter__(self):
+        return iter(self._tuple())
+
+    def __getitem__(self, index):
+        return self._tuple()[index]
+
+    def __hash__(self):
+        return hash(self._tuple())
+
+    def __eq__(self, other):
+        cdef Translation o
+        if type(other) is Translation:
+            o = <Translation>other
+            return (self.pa == o.pa and self.level == o.level and self._size == o._size
+                    and self._prot == o._prot and self._memattr == o._memattr
+                    and self.af == o.af and self.pte == o.pte and self.sw == o.sw)
+        if isinstance(other, tuple):
+            return self._tuple() == other
+        return NotImplemented
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __lt__(self, other):
+        return self._tuple() < _as_tuple(other)
+
+    def __le__(self, other):
+        return self._tuple() <= _as_tuple(other)
+
+    def __gt__(self, other):
+        return self._tuple() > _as_tuple(other)
+
+    def __ge__(self, other):
+        return self._tuple() >= _as_tuple(other)
+
+    def _asdict(self):
+        """The fields as a dict, as a named tuple's ``_asdict()``."""
+        return dict(zip(_TRANSLATION_FIELDS, self._tuple()))
+
+    def _replace(self, **changes):
+        """A copy with the named fields changed, as a named tuple's ``_replace()``."""
+        fields = self._asdict()
+        for name in changes:
+            if name not in fields:
+                raise ValueError(f"Got unexpected field names: {[name]!r}")
+        fields.update(changes)
+        return Translation(**fields)
+
+    def __reduce__(self):
+        return (Translation, self._tuple())
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __repr__(self):
+        return (f"Translation(pa={self.pa:#x}, level={self.level}, size={self._size:#x}, "
+                f"prot={self.prot!r}, memattr={self.memattr!r}, af={self.af}, "
+                f"pte={self.pte:#x}, sw={self.sw})")
 
 
-cdef object _translation(const s2pt_translation *t):
-    """A Translation, built as the tuple it is: the NamedTuple's Python-level __new__
-    costs ten times the walk."""
-    cdef object r
-    if not S2PT_RAW_TUPLES:
-        return _TUPLE_NEW(Translation, (t.pa, t.level, _POW2[__builtin_ctzll(t.size)], _PROTS[t.prot],
-                                        _MEMATTRS[t.memattr], t.af != 0, t.pte, t.sw))
-    r = PyType_GenericAlloc(<PyTypeObject *>Translation, 8)
-    _put(r, 0, t.pa)
-    _put(r, 1, t.level)
-    _put(r, 2, _POW2[__builtin_ctzll(t.size)])
-    _put(r, 3, _PROTS[t.prot])
-    _put(r, 4, _MEMATTRS[t.memattr])
-    _put(r, 5, t.af != 0)
-    _put(r, 6, t.pte)
-    _put(r, 7, t.sw)
+cdef tuple _as_tuple(object other):
+    if type(other) is Translation:
+        return (<Translation>other)._tuple()
+    if isinstance(other, tuple):
+        return other
+    raise TypeError(f"a Translation compares with a Translation or a tuple, not "
+                    f"{type(other).__name__}")
+
+
+cdef Translation _translation(const s2pt_translation *t):
+    """The Translation of @t: one object from the free list, C fields copied."""
+    cdef Translation r = Translation.__new__(Translation)
+    r.pa = t.pa
+    r.level = t.level
+    r._size = t.size
+    r._prot = t.prot
+    r._memattr = t.memattr
+    r.af = t.af != 0
+    r.pte = t.pte
+    r.sw = t.sw
     return r
 
 
@@ -486,8 +589,7 @@ def translate_image(image, image_pa, vtcr, vttbr, ipa, access=Access.READ, *, fw
     rc = s2pt_translate_image(&words[0], base, <uint64_t>words.shape[0] * 8, v, t,
                               _flags(fwb, xnx, True, "exact"), i, acc, &out, &f)
     if rc == 0:
-        return Translation(out.pa, out.level, out.size, _PROT[out.prot],
-                           _MEMATTR[out.memattr], bool(out.af), out.pte, out.sw)
+        return _translation(&out)
     if rc == S2PT_EFAULT:
         raise Stage2Fault(f.kind, f.level, f.fsc, f.ipa)
     if rc == S2PT_EINVAL:

@@ -13,7 +13,6 @@ __all__ = [
     "MemAttr",
     "FaultKind",
     "FSC_NONE",
-    "Translation",
     "WalkStep",
     "Mapping",
     "FaultOutcome",
@@ -95,24 +94,6 @@ class FaultKind(enum.IntEnum):
         """The ESR_ELx DFSC/IFSC for this kind at ``level`` (0..3)."""
         base = {1: 0b000100, 2: 0b001000, 3: 0b001100, 4: 0b000000}[self.value]
         return base | (level & 3)
-
-
-class Translation(NamedTuple):
-    """A successful stage-2 translation."""
-
-    pa: int  #: output address of the IPA
-    level: int  #: level of the leaf descriptor
-    size: int  #: bytes mapped by the leaf (page or block size)
-    prot: Prot  #: permissions decoded from the leaf
-    memattr: MemAttr  #: the memory type the leaf's MemAttr field stands for (per FWB)
-    af: bool = True  #: the leaf's access flag
-    pte: int = 0  #: the raw leaf descriptor
-    sw: int = 0  #: software bits 58:55 of the leaf
-
-    def __repr__(self) -> str:
-        return (f"Translation(pa={self.pa:#x}, level={self.level}, size={self.size:#x}, "
-                f"prot={self.prot!r}, memattr={self.memattr!r}, af={self.af}, "
-                f"pte={self.pte:#x}, sw={self.sw})")
 
 
 class WalkStep(NamedTuple):

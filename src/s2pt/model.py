@@ -55,7 +55,8 @@ from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tu
 import numpy as np
 
 from ._core import Stage2Config
-from ._types import FSC_NONE, FaultKind, FaultOutcome, Mapping, Memslot, MemAttr, Prot, Translation
+from ._core import Translation  # the engine's record type: results compare field by field
+from ._types import FSC_NONE, FaultKind, FaultOutcome, Mapping, Memslot, MemAttr, Prot
 from .errors import (
     AlignmentError,
     ArgumentTypeError,
