@@ -684,3 +684,28 @@ def test_mappings_order_and_range():
     assert [m.ipa for m in pt.mappings(0x20_1000, 0x1000)] == [0x20_1000]
     assert [m.ipa for m in pt.mappings(0x40_1000, GiB)] == [0x40_0000, GiB]
     assert list(pt.mappings(0x60_0000, 0x1000)) == []
+
+
+@pytest.mark.parametrize("pa", [
+    (1 << 30) - 65536, 1 << 30, (1 << 30) + 65536,  # one 30-bit digit, then two
+    (1 << 51) + (1 << 30), (1 << 52) - 65536,       # two digits, at the top of a 52-bit PA
+])
+def test_addresses_read_exactly_whatever_their_int_size(pa):
+    """Ints reach C by a digit-level fast path up to 2**60 and the general one beyond: every
+    size reads as its value (a descriptor holds the PA's bits 51:12 exactly)."""
+    pt = s2pt.Stage2(ipa_bits=52, granule=65536, pa_bits=52, pool=s2pt.PagePool(16, 65536))
+    ipa = (1 << 51) + (1 << 31) if pa >= 1 << 40 else 1 << 31
+    pt.map(ipa, pa, 65536)
+    t = pt.translate(ipa + 0x1238)
+    assert t.pa == pa + 0x1238 and t.level == 3
+    assert pt.unmap(ipa, 65536) == 65536
+
+
+@pytest.mark.parametrize("value", [1 << 60, (1 << 60) + 4096, (1 << 64) + 4096, -(1 << 40)])
+def test_addresses_beyond_the_fast_path_are_refused_not_truncated(value):
+    pt = make()
+    with pytest.raises(s2pt.RangeError):
+        pt.map(0, value, 4096)
+    with pytest.raises(s2pt.RangeError):
+        pt.map(value, 0, 4096)
+    assert pt.table_pages == pt.root_tables

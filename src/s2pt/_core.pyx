@@ -93,6 +93,37 @@ _U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
 cdef extern from *:
     int __builtin_ctzll(unsigned long long x) nogil
 
+cdef extern from *:
+    """
+    /* An exact, non-negative int of at most two 30-bit digits (every IPA and PA below 2^60)
+     * read straight from its digits: PyLong_AsUnsignedLong's generic loop, overflow checks
+     * and call cost more than the rest of a per-call map's Python side. 0 when the value
+     * needs the general conversion (the caller then takes it). */
+    static inline int s2pt_small_u64(PyObject *v, unsigned long long *out)
+    {
+    #if PY_VERSION_HEX < 0x030C0000 && PYLONG_BITS_IN_DIGIT == 30 && !defined(Py_LIMITED_API)
+        if (PyLong_CheckExact(v)) {
+            const digit *d = ((PyLongObject *)v)->ob_digit;
+
+            switch (Py_SIZE(v)) {
+            case 0: *out = 0; return 1;
+            case 1: *out = d[0]; return 1;
+            case 2: *out = (unsigned long long)d[0] | (unsigned long long)d[1] << 30; return 1;
+            }
+        }
+    #elif PY_VERSION_HEX >= 0x030C0000 && !defined(Py_LIMITED_API)
+        /* 3.12+: compact ints hold one digit; larger values take the general path. */
+        if (PyLong_CheckExact(v) && PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+            Py_ssize_t c = PyUnstable_Long_CompactValue((PyLongObject *)v);
+
+            if (c >= 0) { *out = (unsigned long long)c; return 1; }
+        }
+    #endif
+        return 0;
+    }
+    """
+    bint s2pt_small_u64(object v, unsigned long long *out) noexcept
+
 # Leaf sizes are powers of two: one shared int object each instead of a new one per result.
 cdef tuple _POW2 = tuple(1 << i for i in range(64))
 cdef tuple _PROTS = _PROT
@@ -270,6 +301,8 @@ cdef int _int_error(object value, str name, object exc_type, str limits) except 
 cdef inline uint64_t _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
     """A Python int as uint64: negative or too large is a RangeError, not an OverflowError."""
     cdef unsigned long long v
+    if s2pt_small_u64(value, &v):
+        return v
     if not PyLong_Check(value):
         value = _int(value, name)
     # unsigned long is 64 bits on LP64 and its conversion skips the byte-array path that
@@ -290,7 +323,10 @@ cdef uint32_t _flags(object fwb, object xnx, object tlbi_range, object semantics
 
 
 cdef inline uint32_t _u32(object value, str name) except? 0xFFFFFFFF:
+    cdef unsigned long long small
     cdef unsigned long v
+    if s2pt_small_u64(value, &small) and small <= 0xFFFFFFFF:
+        return <uint32_t>small
     if not PyLong_Check(value):
         value = _int(value, name)
     v = PyLong_AsUnsignedLong(value)
