@@ -104,6 +104,10 @@ def test_repr_names_every_field():
     ((-1, 3, 4096, Prot.R, MemAttr.NORMAL), s2pt.RangeError),
     ((0, 3, 4096, 16, MemAttr.NORMAL), s2pt.InvalidArgumentError),
     ((0, 3, 4096, Prot.R, 1 << 20), s2pt.InvalidArgumentError),
+    ((0, 4, 4096, Prot.R, MemAttr.NORMAL), s2pt.InvalidArgumentError),   # levels are 0..3
+    ((0, 3, 4097, Prot.R, MemAttr.NORMAL), s2pt.InvalidArgumentError),   # leaf sizes: 2**k
+    ((0, 3, 2048, Prot.R, MemAttr.NORMAL), s2pt.InvalidArgumentError),   # >= the 4K granule
+    ((0, 3, 4096, Prot.R, MemAttr.NORMAL, True, 0, 16), s2pt.InvalidArgumentError),  # SW 58:55
     ((0.5, 3, 4096, Prot.R, MemAttr.NORMAL), s2pt.ArgumentTypeError),
     (("0", 3, 4096, Prot.R, MemAttr.NORMAL), s2pt.ArgumentTypeError),
 ])

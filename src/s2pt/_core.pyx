@@ -153,21 +153,26 @@ cdef class Translation:
             raise InvalidArgumentError(f"prot={prot!r} is not a Prot value")
         if m >= <uint64_t>len(_MEMATTRS):
             raise InvalidArgumentError(f"memattr={memattr!r} is not a MemAttr value")
+        cdef uint64_t n = _u64(size, "size")
+        if n < 4096 or n & (n - 1):
+            raise InvalidArgumentError(f"size={size!r} is not a leaf size (a power of two >= 4096)")
         self.pa = _u64(pa, "pa")
         self.level = <int>_u32(level, "level")
-        self._size = _u64(size, "size")
+        if self.level > 3:
+            raise InvalidArgumentError(f"level={level!r} is not a leaf level (0..3)")
+        self._size = n
         self._prot = <uint32_t>p
         self._memattr = <uint32_t>m
         self.af = bool(af)
         self.pte = _u64(pte, "pte")
         self.sw = _u32(sw, "sw")
+        if self.sw > 15:
+            raise InvalidArgumentError(f"sw={sw!r} does not fit the 4 software bits")
 
     @property
     def size(self):
         """Bytes mapped by the leaf (page or block size)."""
-        if self._size and not (self._size & (self._size - 1)):
-            return _POW2[__builtin_ctzll(self._size)]
-        return self._size
+        return _POW2[__builtin_ctzll(self._size)]
 
     @property
     def prot(self):
@@ -205,10 +210,6 @@ cdef class Translation:
         if isinstance(other, tuple):
             return self._tuple() == other
         return NotImplemented
-
-    def __ne__(self, other):
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
 
     def __lt__(self, other):
         return self._tuple() < _as_tuple(other)
@@ -340,6 +341,13 @@ cdef inline uint32_t _u32(object value, str name) except? 0xFFFFFFFF:
 cdef object _RW = Prot.RW
 cdef object _NORMAL = MemAttr.NORMAL
 cdef object _SW0 = 0
+
+
+cdef object _READ = Access.READ
+
+
+cdef inline uint32_t _access_arg(object access) except? 0xFFFFFFFF:
+    return S2PT_ACCESS_READ if access is _READ else _u32(access, "access")
 
 
 cdef inline uint32_t _prot_arg(object prot) except? 0xFFFFFFFF:
@@ -616,7 +624,7 @@ def translate_image(image, image_pa, vtcr, vttbr, ipa, access=Access.READ, *, fw
     cdef const uint64_t[::1] words = _u64_array(image, "image")
     cdef uint64_t base = _u64(image_pa, "image_pa"), v = _u64(vtcr, "vtcr")
     cdef uint64_t t = _u64(vttbr, "vttbr"), i = _u64(ipa, "ipa")
-    cdef uint32_t acc = _u32(access, "access")
+    cdef uint32_t acc = _access_arg(access)
     cdef s2pt_translation out
     cdef s2pt_fault f
     cdef int rc
@@ -1582,7 +1590,7 @@ cdef class Stage2:
         self._sync()
         cdef uint32_t outcome = 0
         cdef uint64_t i = _u64(ipa, "ipa")
-        cdef int rc = s2pt_handle_fault(&self.mmu, i, _u32(access, "access"), &outcome)
+        cdef int rc = s2pt_handle_fault(&self.mmu, i, _access_arg(access), &outcome)
         if rc == 0:
             return _OUTCOME[outcome]
         if rc == S2PT_EINVAL:
@@ -1597,7 +1605,7 @@ cdef class Stage2:
         :class:`FaultOutcome` codes of the last handler run (HIT where none ran). A
         PoolExhaustedError carries ``index``; the accesses before it stay applied."""
         cdef const uint64_t[::1] src = _u64_array(ipas)
-        cdef uint32_t acc = _u32(access, "access")
+        cdef uint32_t acc = _access_arg(access)
         cdef Py_ssize_t n = src.shape[0]
         cdef uint64_t[::1] pa_v
         cdef uint8_t[::1] oc_v
@@ -1667,7 +1675,7 @@ cdef class Stage2:
         cdef s2pt_translation t
         cdef s2pt_fault f
         cdef uint64_t i = _u64(ipa, "ipa")
-        cdef int rc = s2pt_translate(&self.pt, i, _u32(access, "access"), &t, &f)
+        cdef int rc = s2pt_translate(&self.pt, i, _access_arg(access), &t, &f)
         if rc == 0:
             return _translation(&t)
         if rc == S2PT_EFAULT:
@@ -1698,7 +1706,7 @@ cdef class Stage2:
         length) instead of allocating, for callers that translate batch after batch.
         """
         cdef const uint64_t[::1] src = _u64_array(ipas)
-        cdef uint32_t acc = _u32(access, "access")
+        cdef uint32_t acc = _access_arg(access)
         cdef Py_ssize_t n = src.shape[0]
         cdef uint64_t[::1] pa_v
         cdef uint8_t[::1] fsc_v

@@ -516,10 +516,9 @@ def _threads(engine, config, scale, nthreads):
     """``nthreads`` threads, each on a VM of its own (its own pool, warm, reused across rounds:
     _thread_vm): map the scale's bytes as pages in one call, then translate_many 4 random
     IPAs per page of it (2**20). The threads are started untimed, each pinned to a CPU of
-    its own (_worker_cpus), and wait at a barrier; the
-    timed part releases them and joins them (time.perf_counter, as every row). One op = one
-    page mapped or one lookup; ns/op over all VMs, so 1 thread's figure over 2 threads' is
-    the speed-up in throughput."""
+    its own (_worker_cpus), and wait at a barrier; the timed part releases them and joins
+    them (time.perf_counter, as every row). One op = one page mapped or one lookup; ns/op
+    over all VMs, so 1 thread's figure over 2 threads' is the speed-up in throughput."""
     _mmu_only(engine)
     size = SCALES[scale]["bytes"]
     ipas = _THREAD_VMS.get((config, scale, "ipas"))
