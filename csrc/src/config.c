@@ -62,6 +62,40 @@ static int sizes_valid(uint32_t granule_shift, uint32_t ipa_bits, uint32_t pa_bi
 }
 
 /*
+ * The descriptor format's fields, shared by both stages: where blocks are allowed, where the
+ * output address lives (52-bit formats) and the leaves' shareability.
+ */
+static void formats(struct s2pt_config *c)
+{
+	int lpa2 = (c->flags & S2PT_CONFIG_LPA2) != 0;
+
+	/* 4K level-0 and 16K level-1 blocks exist only with LPA2, 64K level-1 blocks only with
+	 * 52-bit PA (AArch64.BlockDescSupported). */
+	if (c->granule_shift == 12)
+		c->min_block_level = lpa2 ? 0 : 1;
+	else if (c->granule_shift == 14)
+		c->min_block_level = lpa2 ? 1 : 2;
+	else
+		c->min_block_level = c->pa_bits == 52 ? 1 : 2;
+	if (c->min_block_level < c->start_level)
+		c->min_block_level = c->start_level;
+	c->oa_mask = ((1ull << 48) - 1) & ~((1ull << c->granule_shift) - 1);
+	c->leaf_sh = S2PT_PTE_SH_INNER;
+	if (lpa2) {
+		/* DS = 1: OA[49:g] in place, OA[51:50] in bits 9:8, shareability from SH0. */
+		c->oa_mask = ((1ull << 50) - 1) & ~((1ull << c->granule_shift) - 1);
+		c->oa_hi_mask = 3ull << 8;
+		c->oa_hi_shift = 50 - 8;
+		c->leaf_sh = 0;
+	} else if (c->granule_shift == 16 && c->pa_bits == 52) {
+		/* 64K with a 52-bit output size (FEAT_LPA): OA[51:48] in bits 15:12 (RES0, and
+		 * ignored by the walk, for smaller PA sizes). */
+		c->oa_hi_mask = 0xfull << 12;
+		c->oa_hi_shift = 48 - 12;
+	}
+}
+
+/*
  * Fill the derived fields from ipa_bits, pa_bits, granule_shift, start_level and flags,
  * after checking the architectural rule that the start-level table resolves between 1 and
  * stride + 4 bits (at most 16 concatenated tables).
@@ -81,16 +115,7 @@ static int finish(struct s2pt_config *c, uint64_t vtcr_extra)
 	c->root_tables = c->root_entries > (1ull << c->stride)
 				 ? (uint32_t)(c->root_entries >> c->stride)
 				 : 1u;
-	/* 4K level-0 and 16K level-1 blocks exist only with LPA2, 64K level-1 blocks only with
-	 * 52-bit PA (AArch64.BlockDescSupported). */
-	if (c->granule_shift == 12)
-		c->min_block_level = lpa2 ? 0 : 1;
-	else if (c->granule_shift == 14)
-		c->min_block_level = lpa2 ? 1 : 2;
-	else
-		c->min_block_level = c->pa_bits == 52 ? 1 : 2;
-	if (c->min_block_level < c->start_level)
-		c->min_block_level = c->start_level;
+	formats(c);
 	c->t0sz = 64 - c->ipa_bits;
 	c->sl0 = sl0_base(c->granule_shift) - (uint32_t)c->start_level;
 	c->vtcr = (uint64_t)c->t0sz << S2PT_VTCR_T0SZ_SHIFT |
@@ -99,21 +124,8 @@ static int finish(struct s2pt_config *c, uint64_t vtcr_extra)
 		  (uint64_t)ps << S2PT_VTCR_PS_SHIFT | S2PT_VTCR_RES1 | vtcr_extra;
 	if (c->vmid > 255)
 		c->vtcr |= S2PT_VTCR_VS;
-	c->oa_mask = ((1ull << 48) - 1) & ~((1ull << c->granule_shift) - 1);
-	c->leaf_sh = S2PT_PTE_SH_INNER;
-	if (lpa2) {
-		/* DS = 1: OA[49:g] in place, OA[51:50] in bits 9:8, shareability from SH0. */
+	if (lpa2)
 		c->vtcr |= S2PT_VTCR_DS;
-		c->oa_mask = ((1ull << 50) - 1) & ~((1ull << c->granule_shift) - 1);
-		c->oa_hi_mask = 3ull << 8;
-		c->oa_hi_shift = 50 - 8;
-		c->leaf_sh = 0;
-	} else if (c->granule_shift == 16 && c->pa_bits == 52) {
-		/* 64K with a 52-bit output size (FEAT_LPA): OA[51:48] in bits 15:12 (RES0, and
-		 * ignored by the walk, for smaller PA sizes). */
-		c->oa_hi_mask = 0xfull << 12;
-		c->oa_hi_shift = 48 - 12;
-	}
 	return 0;
 }
 
@@ -195,6 +207,53 @@ int s2pt_config_from_vtcr(struct s2pt_config *cfg, uint64_t vtcr, uint32_t vmid,
 		return S2PT_ECONFIG;
 	/* The given register wins over the recomposition (VS may be set for a small VMID). */
 	c.vtcr = vtcr | S2PT_VTCR_RES1;
+	*cfg = c;
+	return 0;
+}
+
+int s2pt_s1_config_init(struct s2pt_config *cfg, uint32_t va_bits, uint32_t granule,
+			uint32_t ips_bits, uint32_t asid, uint32_t flags)
+{
+	struct s2pt_config c;
+	int gshift = granule_shift_of(granule), ips = ps_encoding(ips_bits);
+	int lpa2 = (flags & S2PT_CONFIG_LPA2) != 0;
+	uint32_t max_va, levels;
+
+	memset(&c, 0, sizeof(c));
+	if (gshift < 0 || ips < 0 || asid > 0xffff ||
+	    (flags & ~(S2PT_CONFIG_LPA2 | S2PT_CONFIG_NO_TLBIRANGE)) || (lpa2 && gshift == 16))
+		return S2PT_ECONFIG;
+	/* A 52-bit output needs a descriptor that holds it (64K FEAT_LPA, or LPA2). */
+	if (ips_bits == 52 && gshift != 16 && !lpa2)
+		return S2PT_ECONFIG;
+	/* T0SZ 16..39 (25..48-bit VAs); 52 bits with 64K (FEAT_LVA) or LPA2. 4K LPA2 with more
+	 * than 48 bits starts at level -1: not built. */
+	max_va = (gshift == 16 || (lpa2 && gshift == 14)) ? 52u : 48u;
+	if (va_bits < 25 || va_bits > max_va)
+		return S2PT_ECONFIG;
+	c.flags = flags | S2PT_CONFIG_STAGE1;
+	c.ipa_bits = va_bits;
+	c.pa_bits = ips_bits;
+	c.granule_shift = (uint32_t)gshift;
+	c.stride = c.granule_shift - 3;
+	c.vmid = asid;
+	/* No concatenation at stage 1: as many levels as the VA bits above the page need. */
+	levels = (va_bits - c.granule_shift + c.stride - 1) / c.stride;
+	c.start_level = 4 - (int)levels;
+	c.levels = levels;
+	c.root_tables = 1;
+	c.root_entries = 1ull << (va_bits - s2pt_level_shift(&c, c.start_level));
+	formats(&c);
+	c.t0sz = 64 - va_bits;
+	c.sl0 = 0;
+	c.vtcr = (uint64_t)c.t0sz << S2PT_TCR_T0SZ_SHIFT | 1ull << S2PT_TCR_IRGN0_SHIFT |
+		 1ull << S2PT_TCR_ORGN0_SHIFT | 3ull << S2PT_TCR_SH0_SHIFT |
+		 (uint64_t)tg0_of(c.granule_shift) << S2PT_TCR_TG0_SHIFT | S2PT_TCR_EPD1 |
+		 (uint64_t)ips << S2PT_TCR_IPS_SHIFT;
+	if (asid > 255)
+		c.vtcr |= S2PT_TCR_AS;
+	if (lpa2)
+		c.vtcr |= S2PT_TCR_DS;
 	*cfg = c;
 	return 0;
 }

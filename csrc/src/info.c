@@ -139,6 +139,8 @@ static const char *leaf_attrs_wrong(const struct s2pt_config *cfg, uint64_t pte)
 		return "reserved MemAttr";
 	if ((pte & S2PT_PTE_SH & ~cfg->oa_hi_mask) != (cfg->leaf_sh & ~cfg->oa_hi_mask))
 		return "not inner shareable";
+	if (s2pt_is_stage1(cfg)) /* PXN is a bit of its own; NS (bit 5) is not written */
+		return (pte & (1ull << 5)) ? "NS set" : NULL;
 	if ((pte & S2PT_PTE_XN0) && !(cfg->flags & S2PT_CONFIG_XNX))
 		return "XN[0] set without FEAT_XNX";
 	return NULL;
@@ -219,7 +221,7 @@ static int check_table(struct checker *c, uint32_t index, uint64_t nentries, int
 		if (level < 3 && level < cfg->min_block_level)
 			return fail(c, "block %#llx at level %d where blocks are not allowed",
 				    (unsigned long long)pte, level);
-		if (pte & ~(addr_bits | S2PT_PTE_LEAF_ATTRS | S2PT_PTE_TYPE_MASK))
+		if (pte & ~(addr_bits | s2pt_leaf_attr_mask(cfg) | S2PT_PTE_TYPE_MASK))
 			return fail(c, "leaf %#llx has stray bits", (unsigned long long)pte);
 		if (addr & (span - 1))
 			return fail(c, "leaf %#llx at level %d: output address not aligned to %#llx",

@@ -266,6 +266,11 @@ static inline int s2pt__check_range(const struct s2pt_pgtable *pt, uint64_t ipa,
 /* Validate a prot value for the VM (PX without UX and the reverse need FEAT_XNX). */
 static inline int s2pt__check_prot(const struct s2pt_config *cfg, uint32_t prot)
 {
+	/* Stage 1: a valid leaf always grants EL1 read; PXN and UXN are separate bits. */
+	if (s2pt_is_stage1(cfg))
+		return (prot & ~(S2PT_PROT_ALL | S2PT_PROT_USER)) || !(prot & S2PT_PROT_R)
+			       ? S2PT_EINVAL
+			       : 0;
 	if (prot & ~S2PT_PROT_ALL)
 		return S2PT_EINVAL;
 	/* Without FEAT_XNX one XN bit governs EL1 and EL0 execute alike. */

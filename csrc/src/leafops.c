@@ -81,7 +81,8 @@ int s2pt_wrprotect(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_
 		*changed = 0;
 	if (pt->destroyed)
 		return S2PT_EDESTROYED;
-	if (flags & ~S2PT_LEAF_WHOLE)
+	/* S2AP[1] is stage 2's write bit; stage 1 changes permissions with s2pt_protect(). */
+	if ((flags & ~S2PT_LEAF_WHOLE) || s2pt_is_stage1(&pt->cfg))
 		return S2PT_EINVAL;
 	ret = s2pt__check_range(pt, ipa, size);
 	if (ret || size == 0)
@@ -229,7 +230,8 @@ int s2pt_relax_perms(struct s2pt_pgtable *pt, uint64_t ipa, uint32_t prot, int *
 	*found = 0;
 	if (pt->destroyed)
 		return S2PT_EDESTROYED;
-	if (s2pt__check_prot(&pt->cfg, prot))
+	/* KVM's fault-path operation on stage-2 permissions; stage 1 uses s2pt_protect(). */
+	if (s2pt__check_prot(&pt->cfg, prot) || s2pt_is_stage1(&pt->cfg))
 		return S2PT_EINVAL;
 	ret = s2pt_get_leaf(pt, ipa, &ptep, &level);
 	if (ret == S2PT_ERANGE)

@@ -381,10 +381,12 @@ static int map_check(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, u
 	if (pt->destroyed)
 		return S2PT_EDESTROYED;
 	if (s2pt__check_prot(&pt->cfg, prot) || s2pt_memattr_field(&pt->cfg, memattr) < 0 ||
-	    (flags & ~(S2PT_MAP_NO_BLOCKS | S2PT_MAP_NO_AF | S2PT_MAP_SW_MASK)))
+	    (flags & ~(S2PT_MAP_NO_BLOCKS | S2PT_MAP_NO_AF | S2PT_MAP_SW_MASK |
+		       (s2pt_is_stage1(&pt->cfg) ? S2PT_MAP_NG : 0))))
 		return S2PT_EINVAL;
-	/* KVM refuses execute permission (EL1 or EL0) on Device memory. */
-	if ((prot & S2PT_PROT_X) && s2pt_memattr_is_device(memattr))
+	/* KVM refuses execute permission (EL1 or EL0) on Device memory (stage 2: at stage 1
+	 * the type is in MAIR, and execute there is the guest's business). */
+	if (!s2pt_is_stage1(&pt->cfg) && (prot & S2PT_PROT_X) && s2pt_memattr_is_device(memattr))
 		return S2PT_EINVAL;
 	if (pa & ((1ull << pt->cfg.granule_shift) - 1))
 		return S2PT_EALIGN;
@@ -457,7 +459,8 @@ static int map_apply(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pa, uint64_
 		return 0;
 	m.attrs = s2pt_leaf_attrs(&pt->cfg, prot, (uint32_t)s2pt_memattr_field(&pt->cfg, memattr),
 				  !(flags & S2PT_MAP_NO_AF),
-				  (flags & S2PT_MAP_SW_MASK) >> S2PT_MAP_SW_SHIFT);
+				  (flags & S2PT_MAP_SW_MASK) >> S2PT_MAP_SW_SHIFT) |
+		  ((flags & S2PT_MAP_NG) ? S2PT_PTE_NG : 0);
 	pt->allocs = 0;
 	/* One leaf: a page, or an aligned block where blocks are allowed (its span is the size). */
 	for (int level = 3; level >= pt->cfg.min_block_level && (level == 3 || m.blocks); level--) {
@@ -542,7 +545,8 @@ int s2pt_map_fault(struct s2pt_pgtable *pt, const struct s2pt_fault *f, uint64_t
 				    s2pt_leaf_attrs(&pt->cfg, prot,
 						    (uint32_t)s2pt_memattr_field(&pt->cfg, memattr),
 						    !(flags & S2PT_MAP_NO_AF),
-						    (flags & S2PT_MAP_SW_MASK) >> S2PT_MAP_SW_SHIFT),
+						    (flags & S2PT_MAP_SW_MASK) >> S2PT_MAP_SW_SHIFT) |
+					    ((flags & S2PT_MAP_NG) ? S2PT_PTE_NG : 0),
 				    f->level));
 	return 0;
 }
@@ -779,7 +783,7 @@ static int protect_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 		for (uint32_t i = 0; i < ctx->nr; i++) {
 			uint64_t old = ctx->ptep[i];
 
-			pte = s2pt_pte_set_prot(old, p->prot);
+			pte = s2pt_pte_with_prot(&pt->cfg, old, p->prot);
 			if (!s2pt_pte_valid(old) || pte == old)
 				continue;
 			s2pt__tlbi_leaf(pt, ctx->addr + i * span, ctx->level, S2PT_TLBI_PERM);
@@ -789,7 +793,7 @@ static int protect_cb(const struct s2pt_walk_ctx *ctx, uint32_t visit)
 	}
 	if (!s2pt_pte_valid(ctx->old))
 		return 0;
-	pte = s2pt_pte_set_prot(ctx->old, p->prot);
+	pte = s2pt_pte_with_prot(&pt->cfg, ctx->old, p->prot);
 	if (pte == ctx->old)
 		return 0;
 	/* KVM's attribute walker changes whole leaves; exact semantics split a partial one. */
@@ -834,7 +838,7 @@ int s2pt_protect(struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, uint32_t 
 	ret = s2pt__check_range(pt, ipa, size);
 	if (ret || size == 0)
 		return ret;
-	if (prot & S2PT_PROT_X) {
+	if ((prot & S2PT_PROT_X) && !s2pt_is_stage1(&pt->cfg)) {
 		const struct s2pt_walker dw = {
 			.cb = device_exec_cb,
 			.flags = S2PT_WALK_LEAF | S2PT_WALK_LEAF_RUN,

@@ -161,6 +161,9 @@ int s2pt_memslot_add(struct s2pt_mmu *mmu, uint64_t ipa, uint64_t pa, uint64_t s
 	uint32_t pos, new_id = 0;
 	int ret = slot_check(mmu, ipa, pa, size, flags, backing, &pos);
 
+	/* Memslots are the guest's physical memory: stage-2 tables only. */
+	if (!ret && s2pt_is_stage1(&mmu->pt->cfg))
+		ret = S2PT_EINVAL;
 	if (!ret)
 		ret = slot_room(mmu);
 	if (ret)

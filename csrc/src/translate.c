@@ -64,13 +64,29 @@ static inline uint64_t entry_index(const struct s2pt_config *cfg, uint64_t ipa, 
 }
 
 /*
+ * A stage-1 walk nested in stage 2 (s2pt_translate2()): every descriptor address is an IPA
+ * that stage 2 translates before the read. @s2f holds a stage-2 fault of such a read.
+ */
+struct nest {
+	const struct s2pt_pgtable *s2;
+	struct s2pt_nested_step *steps;
+	uint32_t nsteps;
+	int s2_faulted;
+	struct s2pt_fault s2f;
+	uint64_t desc_pa;
+};
+
+static int nest_read(struct nest *n, uint64_t desc_ipa);
+
+/*
  * Walk @ipa to its leaf. Returns 0 with the leaf and its level, S2PT_EFAULT with a translation
  * or address-size fault, or S2PT_EINVARIANT (STEP_BROKEN). @steps, when not NULL, records
- * every descriptor read.
+ * every descriptor read. @nest (NULL but in the nested walk, so the compiler drops the hook
+ * from every other caller) translates each descriptor's address through stage 2 first.
  */
 static inline int walk_one(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t *leaf,
 			   int *leaf_level, struct s2pt_fault *f, struct s2pt_walk_step *steps,
-			   uint32_t *nsteps)
+			   uint32_t *nsteps, struct nest *nest)
 {
 	const struct s2pt_config *cfg = &pt->cfg;
 	const uint64_t *table = pt->root;
@@ -84,9 +100,24 @@ static inline int walk_one(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t
 		return fault(f, S2PT_FAULT_TRANSLATION, 0, ipa, 0);
 	for (;;) {
 		uint64_t idx = entry_index(cfg, ipa, level);
-		uint64_t pte = table[idx];
-		uint64_t addr;
+		uint64_t pte, addr;
 		uint32_t kind;
+
+		if (nest) {
+			int ret = nest_read(nest, table_pa + idx * 8);
+
+			if (ret)
+				return ret;
+		}
+		pte = table[idx];
+		if (nest && nest->steps)
+			nest->steps[nest->nsteps++] = (struct s2pt_nested_step){
+				.stage = 1,
+				.level = level,
+				.ipa = table_pa + idx * 8,
+				.desc_pa = nest->desc_pa,
+				.desc = pte,
+			};
 
 		if (steps) {
 			steps[*nsteps] = (struct s2pt_walk_step){
@@ -137,16 +168,62 @@ static inline void fill(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t pt
 	out->pte = pte;
 }
 
-/* Access flag before permission, as the architecture orders the leaf checks. */
+/*
+ * Stage 1, EL1&0 (PAN, WXN and hierarchical limits off): EL1 always reads, writes unless
+ * AP[2]; EL0 needs AP[1]; EL1 executes unless PXN or the page is writable at EL0 (the implicit
+ * PXN), EL0 unless UXN, whatever AP says (execute-only user pages are allowed).
+ */
+static inline int check_s1(uint64_t pte, uint32_t access)
+{
+	int el0 = (pte & S2PT_PTE_S1_AP_EL0) != 0, ro = (pte & S2PT_PTE_S1_AP_RO) != 0;
+	int ok;
+
+	if (!(pte & S2PT_PTE_AF))
+		return S2PT_FAULT_ACCESS_FLAG;
+	switch (access) {
+	case S2PT_ACCESS_READ:
+		ok = 1;
+		break;
+	case S2PT_ACCESS_WRITE:
+		ok = !ro;
+		break;
+	case S2PT_ACCESS_EXEC:
+		ok = !(pte & S2PT_PTE_PXN) && !(el0 && !ro);
+		break;
+	case S2PT_ACCESS_EXEC_EL0:
+		ok = !(pte & S2PT_PTE_UXN);
+		break;
+	case S2PT_ACCESS_READ_EL0:
+		ok = el0;
+		break;
+	default:
+		ok = el0 && !ro;
+		break;
+	}
+	return ok ? 0 : S2PT_FAULT_PERMISSION;
+}
+
+/* The largest access value the tables' stage accepts (EL0 data accesses: stage 1 only). */
+static inline uint32_t access_max(const struct s2pt_config *cfg)
+{
+	return s2pt_is_stage1(cfg) ? S2PT_ACCESS_WRITE_EL0 : S2PT_ACCESS_EXEC_EL0;
+}
+
+/* Access flag before permission, as the architecture orders the leaf checks. EL0 data
+ * accesses (from the nested walk) check stage 2 as EL1 ones: S2AP does not know the EL. */
 static inline int check_access(const struct s2pt_config *cfg, uint64_t pte, uint32_t access)
 {
+	if (s2pt_is_stage1(cfg))
+		return check_s1(pte, access);
 	pte &= ~S2PT_PTE_XN_MASK | s2pt_xn_read_mask(cfg);
 	if (!(pte & S2PT_PTE_AF))
 		return S2PT_FAULT_ACCESS_FLAG;
 	switch (access) {
 	case S2PT_ACCESS_READ:
+	case S2PT_ACCESS_READ_EL0:
 		return (pte & S2PT_PTE_S2AP_R) ? 0 : S2PT_FAULT_PERMISSION;
 	case S2PT_ACCESS_WRITE:
+	case S2PT_ACCESS_WRITE_EL0:
 		return (pte & S2PT_PTE_S2AP_W) ? 0 : S2PT_FAULT_PERMISSION;
 	case S2PT_ACCESS_EXEC:
 		/* AArch64 EL2: stage-2 execute depends on XN only, not on read permission.
@@ -166,9 +243,9 @@ int s2pt_translate(const struct s2pt_pgtable *pt, uint64_t ipa, uint32_t access,
 
 	if (pt->destroyed)
 		return S2PT_EDESTROYED;
-	if (access > S2PT_ACCESS_EXEC_EL0)
+	if (access > access_max(&pt->cfg))
 		return S2PT_EINVAL;
-	ret = walk_one(pt, ipa, &pte, &level, f, NULL, NULL);
+	ret = walk_one(pt, ipa, &pte, &level, f, NULL, NULL, NULL);
 	if (ret)
 		return ret;
 	kind = check_access(&pt->cfg, pte, access);
@@ -186,7 +263,7 @@ int s2pt_lookup(const struct s2pt_pgtable *pt, uint64_t ipa, struct s2pt_transla
 
 	if (pt->destroyed)
 		return S2PT_EDESTROYED;
-	ret = walk_one(pt, ipa, &pte, &level, f, NULL, NULL);
+	ret = walk_one(pt, ipa, &pte, &level, f, NULL, NULL, NULL);
 	if (ret)
 		return ret;
 	fill(pt, ipa, pte, level, out);
@@ -218,11 +295,23 @@ static inline int64_t put(const struct s2pt_pgtable *pt, size_t i, uint64_t ipa,
  * bit set; EL0 execute needs XN[1] clear; EL1 execute is let through here for XN[1:0] = 0b00
  * only, and its other allowed value (0b11, FEAT_XNX) takes the slow path.
  */
-static inline void access_bits(uint32_t access, uint64_t *mask, uint64_t *want)
+static inline void access_bits(const struct s2pt_config *cfg, uint32_t access, uint64_t *mask,
+			       uint64_t *want)
 {
 	static const uint64_t perm[] = {S2PT_PTE_S2AP_R, S2PT_PTE_S2AP_W, S2PT_PTE_XN_MASK,
 					S2PT_PTE_XN};
+	/* Stage 1 (AP[1] EL0, AP[2] read-only): EL1 execute goes fast only for a page EL0
+	 * cannot touch (no implicit PXN to work out); the rest of it takes the slow path. */
+	static const uint64_t s1_mask[] = {
+		0, S2PT_PTE_S1_AP_RO, S2PT_PTE_PXN | S2PT_PTE_S1_AP_EL0, S2PT_PTE_UXN,
+		S2PT_PTE_S1_AP_EL0, S2PT_PTE_S1_AP_EL0 | S2PT_PTE_S1_AP_RO};
+	static const uint64_t s1_want[] = {0, 0, 0, 0, S2PT_PTE_S1_AP_EL0, S2PT_PTE_S1_AP_EL0};
 
+	if (s2pt_is_stage1(cfg)) {
+		*mask = S2PT_PTE_AF | s1_mask[access];
+		*want = S2PT_PTE_AF | s1_want[access];
+		return;
+	}
 	*mask = S2PT_PTE_AF | perm[access];
 	*want = S2PT_PTE_AF | (access >= S2PT_ACCESS_EXEC ? 0 : perm[access]);
 }
@@ -282,9 +371,9 @@ int64_t s2pt_translate_many(const struct s2pt_pgtable *pt, const uint64_t *ipas,
 
 	if (pt->destroyed)
 		return S2PT_EDESTROYED;
-	if (access > S2PT_ACCESS_EXEC_EL0)
+	if (access > access_max(cfg))
 		return S2PT_EINVAL;
-	access_bits(access, &mask, &want);
+	access_bits(cfg, access, &mask, &want);
 	mask |= S2PT_PTE_TYPE_MASK;
 	want |= S2PT_PTE_TYPE_PAGE;
 	for (size_t base = 0; base < n; base += S2PT_BATCH_LANES) {
@@ -364,7 +453,7 @@ int s2pt_walk_path(const struct s2pt_pgtable *pt, uint64_t ipa, struct s2pt_walk
 
 	if (pt->destroyed)
 		return S2PT_EDESTROYED;
-	ret = walk_one(pt, ipa, &pte, &level, &f, steps, nsteps);
+	ret = walk_one(pt, ipa, &pte, &level, &f, steps, nsteps, NULL);
 	return ret == S2PT_EINVARIANT ? ret : 0;
 }
 
@@ -431,4 +520,450 @@ int s2pt_translate_image(const void *image, uint64_t image_pa, uint64_t image_by
 	ret = s2pt_translate(&pt, ipa, access, out, f);
 	/* A table address outside the image: hardware would read memory the caller did not give. */
 	return ret == S2PT_EINVARIANT ? S2PT_ERANGE : ret;
+}
+
+/* ---- the nested (two-dimensional) walk ------------------------------------------------- */
+
+/*
+ * The stage-2 walk of a stage-1 descriptor at @desc_ipa: its steps recorded, read permission
+ * and the access flag checked as a table walk needs them. On a fault @n->s2f says it and the
+ * stage-1 walk stops (S2PT_EFAULT).
+ */
+static int nest_read(struct nest *n, uint64_t desc_ipa)
+{
+	struct s2pt_walk_step s2steps[S2PT_MAX_LEVELS];
+	uint32_t ns = 0;
+	uint64_t pte;
+	int level, kind;
+	int ret = walk_one(n->s2, desc_ipa, &pte, &level, &n->s2f, n->steps ? s2steps : NULL,
+			   n->steps ? &ns : NULL, NULL);
+
+	for (uint32_t i = 0; i < ns; i++)
+		n->steps[n->nsteps++] = (struct s2pt_nested_step){
+			.stage = 2,
+			.level = s2steps[i].level,
+			.ipa = desc_ipa,
+			.desc_pa = s2steps[i].desc_pa,
+			.desc = s2steps[i].desc,
+		};
+	if (ret == S2PT_EFAULT) {
+		n->s2_faulted = 1;
+		return ret;
+	}
+	if (ret)
+		return ret;
+	kind = check_access(&n->s2->cfg, pte, S2PT_ACCESS_READ);
+	if (kind) {
+		fault(&n->s2f, (uint32_t)kind, level, desc_ipa, pte);
+		n->s2_faulted = 1;
+		return S2PT_EFAULT;
+	}
+	{
+		uint64_t span = s2pt__span(&n->s2->cfg, level);
+
+		n->desc_pa = (s2pt_pte_addr(&n->s2->cfg, pte) & ~(span - 1)) | (desc_ipa & (span - 1));
+	}
+	return 0;
+}
+
+static int fault2(struct s2pt_fault2 *f, uint32_t stage, uint32_t s1ptw, uint64_t va,
+		  const struct s2pt_fault *from)
+{
+	f->stage = stage;
+	f->s1ptw = s1ptw;
+	f->kind = from->kind;
+	f->level = from->level;
+	f->fsc = from->fsc;
+	f->reserved = 0;
+	f->va = va;
+	f->ipa = stage == 2 ? from->ipa : 0;
+	f->desc = from->desc;
+	return S2PT_EFAULT;
+}
+
+uint32_t s2pt_s1_memattr(uint32_t attr)
+{
+	uint32_t outer = attr >> 4 & 0xf, inner = attr & 0xf, o, i;
+
+	if (attr > 0xff)
+		return S2PT_MEMATTR_RESERVED | (attr & 0xf);
+	if (outer == 0)
+		return (inner & 3) ? S2PT_MEMATTR_RESERVED | inner : inner >> 2;
+	/* 0b0100 NC; 0b00RW / 0b10RW write-through; 0b01RW / 0b11RW write-back (RW: hints). */
+	o = outer == 4 ? 1u : (outer & 4) ? 3u : 2u;
+	if (inner == 0)
+		return S2PT_MEMATTR_RESERVED | inner;
+	i = inner == 4 ? 1u : (inner & 4) ? 3u : 2u;
+	return o << 2 | i;
+}
+
+/* Device types order by strength: nGnRnE (0) is the most restrictive. */
+static uint32_t combine_plain(uint32_t a, uint32_t b)
+{
+	uint32_t oa = a >> 2, ia = a & 3, ob = b >> 2, ib = b & 3;
+
+	if (s2pt_memattr_is_device(a) || s2pt_memattr_is_device(b)) {
+		if (s2pt_memattr_is_device(a) && s2pt_memattr_is_device(b))
+			return a < b ? a : b;
+		return s2pt_memattr_is_device(a) ? a : b;
+	}
+	/* NC (1) < WT (2) < WB (3), outer and inner apart: the weaker wins. */
+	return (oa < ob ? oa : ob) << 2 | (ia < ib ? ia : ib);
+}
+
+uint32_t s2pt_combine_memattr(const struct s2pt_config *s2_cfg, uint32_t s1_memattr,
+			      uint32_t s2_field)
+{
+	if (s1_memattr & S2PT_MEMATTR_RESERVED)
+		return s1_memattr;
+	if (s2_cfg->flags & S2PT_CONFIG_FWB) {
+		s2_field &= 0xf;
+		if (s2_field <= S2PT_MEMATTR_DEVICE_GRE)
+			return combine_plain(s1_memattr, s2_field);
+		switch (s2_field) {
+		case 0x5:
+			return s2pt_memattr_is_device(s1_memattr) ? s1_memattr
+								  : S2PT_MEMATTR_NORMAL_NC;
+		case 0x6:
+			return S2PT_MEMATTR_NORMAL;
+		case 0x7:
+			return s1_memattr;
+		default:
+			return S2PT_MEMATTR_RESERVED | s2_field;
+		}
+	}
+	if (s2pt_memattr_name(s2_cfg, s2_field & 0xf) < 0)
+		return S2PT_MEMATTR_RESERVED | (s2_field & 0xf);
+	return combine_plain(s1_memattr, s2_field & 0xf);
+}
+
+/* What both stages grant, in stage-1 terms (see struct s2pt_translation2). */
+static uint32_t combine_prot(uint32_t s1, uint32_t s2)
+{
+	uint32_t prot = s1 & S2PT_PROT_USER;
+
+	if (s2 & S2PT_PROT_R)
+		prot |= S2PT_PROT_R;
+	if ((s1 & S2PT_PROT_W) && (s2 & S2PT_PROT_W))
+		prot |= S2PT_PROT_W;
+	/* The implicit PXN of a page EL0 may write. */
+	if ((s1 & S2PT_PROT_PX) && !((s1 & S2PT_PROT_USER) && (s1 & S2PT_PROT_W)) &&
+	    (s2 & S2PT_PROT_PX))
+		prot |= S2PT_PROT_PX;
+	if ((s1 & S2PT_PROT_UX) && (s2 & S2PT_PROT_UX))
+		prot |= S2PT_PROT_UX;
+	return prot;
+}
+
+int s2pt_translate2(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1, uint64_t mair,
+		    uint64_t va, uint32_t access, struct s2pt_translation2 *out,
+		    struct s2pt_fault2 *f, struct s2pt_nested_step *steps, uint32_t *nsteps)
+{
+	struct nest n = {.s2 = s2, .steps = steps};
+	struct s2pt_fault f1;
+	uint64_t pte, ipa;
+	int level, ret, kind;
+
+	if (nsteps)
+		*nsteps = 0;
+	if (s1->destroyed || s2->destroyed)
+		return S2PT_EDESTROYED;
+	if (!s2pt_is_stage1(&s1->cfg) || s2pt_is_stage1(&s2->cfg) ||
+	    access > S2PT_ACCESS_WRITE_EL0 || (steps != NULL) != (nsteps != NULL))
+		return S2PT_EINVAL;
+	ret = walk_one(s1, va, &pte, &level, &f1, NULL, NULL, &n);
+	if (nsteps)
+		*nsteps = n.nsteps;
+	if (ret == S2PT_EFAULT)
+		return n.s2_faulted ? fault2(f, 2, 1, va, &n.s2f) : fault2(f, 1, 0, va, &f1);
+	if (ret)
+		return ret;
+	kind = check_access(&s1->cfg, pte, access);
+	if (kind) {
+		fault(&f1, (uint32_t)kind, level, va, pte);
+		return fault2(f, 1, 0, va, &f1);
+	}
+	fill(s1, va, pte, level, &out->s1);
+	ipa = out->s1.pa;
+	/* The output IPA: a stage-2 walk of its own, checked for the access itself. */
+	n.desc_pa = 0;
+	{
+		struct s2pt_walk_step s2steps[S2PT_MAX_LEVELS];
+		uint32_t ns = 0;
+		struct s2pt_fault f2;
+		uint64_t pte2;
+		int level2;
+
+		ret = walk_one(s2, ipa, &pte2, &level2, &f2, steps ? s2steps : NULL,
+			       steps ? &ns : NULL, NULL);
+		for (uint32_t i = 0; i < ns; i++)
+			steps[n.nsteps++] = (struct s2pt_nested_step){
+				.stage = 2,
+				.level = s2steps[i].level,
+				.ipa = ipa,
+				.desc_pa = s2steps[i].desc_pa,
+				.desc = s2steps[i].desc,
+			};
+		if (nsteps)
+			*nsteps = n.nsteps;
+		if (ret == S2PT_EFAULT)
+			return fault2(f, 2, 0, va, &f2);
+		if (ret)
+			return ret;
+		kind = check_access(&s2->cfg, pte2, access);
+		if (kind) {
+			fault(&f2, (uint32_t)kind, level2, ipa, pte2);
+			return fault2(f, 2, 0, va, &f2);
+		}
+		fill(s2, ipa, pte2, level2, &out->s2);
+	}
+	out->pa = out->s2.pa;
+	out->ipa = ipa;
+	out->prot = combine_prot(out->s1.prot, out->s2.prot);
+	out->memattr = s2pt_combine_memattr(
+		&s2->cfg, s2pt_s1_memattr((uint32_t)(mair >> (8 * (out->s1.memattr & 7))) & 0xff),
+		s2pt_pte_memattr_field(out->s2.pte));
+	return 0;
+}
+
+/* ---- the nested walk over an array ------------------------------------------------------ */
+
+/*
+ * What a batch may remember while nothing changes the tables (the call holds both pools):
+ * the stage-2 translation of each stage-1 table page it read through (a direct-mapped memo),
+ * and, per stage-1 level, the last table descriptor it followed. Both are exact: they only
+ * skip re-reading descriptors whose values cannot have changed. The read counts reported
+ * are those of the uncached walk, as hardware without walk caches makes them.
+ */
+#define S2PT_MEMO_WAYS 64
+
+struct s2memo {
+	uint64_t page;  /* stage-1 table IPA >> stage-2 granule shift, readable; ~0: empty */
+	uint32_t reads; /* descriptors the stage-2 walk of it reads */
+};
+
+struct s1prefix {
+	uint64_t key;          /* va >> level shift of the descriptor followed; ~0: empty */
+	const uint64_t *table; /* the next level's table */
+	uint64_t table_ipa;
+	uint32_t reads;        /* reads of the uncached walk up to and including it */
+};
+
+/* Whether stage 2 lets a table walk read @ipa (0), through the memo; adds its reads. */
+static inline int memo_s2(const struct s2pt_pgtable *s2, struct s2memo *memo, uint64_t ipa,
+			  uint32_t *reads)
+{
+	const uint32_t gshift = s2->cfg.granule_shift;
+	uint64_t page = ipa >> gshift, pte;
+	struct s2memo *m = &memo[page & (S2PT_MEMO_WAYS - 1)];
+	struct s2pt_fault f;
+	int level;
+
+	if (S2PT_LIKELY(m->page == page)) {
+		*reads += m->reads;
+		return 0;
+	}
+	if (walk_one(s2, ipa, &pte, &level, &f, NULL, NULL, NULL) ||
+	    check_access(&s2->cfg, pte, S2PT_ACCESS_READ))
+		return S2PT_EFAULT;
+	/* One stage-2 leaf covers the whole granule page, so its answer holds for the page. */
+	m->page = page;
+	m->reads = (uint32_t)(level - s2->cfg.start_level + 1);
+	*reads += m->reads;
+	return 0;
+}
+
+/*
+ * A VA on the common path, in a group of S2PT_BATCH_LANES that advance together so that
+ * their likely cache misses overlap: the stage-1 leaf descriptor (a random page's entry in
+ * a large table area) and the stage-2 leaf of the output. Each phase goes as far as the
+ * next such read, prefetches it and moves to the next lane; upper levels, mostly cached
+ * (and skipped through the prefix and memo), are read on the way. @slow: anything off the
+ * path (a fault, a broken table), which s2pt_translate2() then decides.
+ */
+struct lane2 {
+	const uint64_t *desc; /* the pending level-3 descriptor, or NULL: @pte is the leaf */
+	uint64_t pte;
+	uint64_t ipa;
+	int level;
+	uint32_t reads;
+	int slow;
+};
+
+/*
+ * From @table at @level down to @in's leaf descriptor: read above level 3, left pending
+ * (prefetched) at level 3. The stage-1 walk passes @s2 and @memo, which check each read
+ * through stage 2, and @prefix, which remembers the tables followed; stage 2 passes NULLs
+ * (the compiler drops the hooks). Adds the reads to @l->reads; 0, or 1 off the path.
+ */
+static inline int descend(const struct s2pt_pgtable *pt, const struct s2pt_pgtable *s2,
+			  struct s2memo *memo, struct s1prefix *prefix, uint64_t in,
+			  const uint64_t *table, uint64_t table_pa, int level, struct lane2 *l)
+{
+	const struct s2pt_config *cfg = &pt->cfg;
+
+	for (;;) {
+		uint64_t idx = entry_index(cfg, in, level), addr, pte;
+		uint32_t kind;
+
+		if (s2 && memo_s2(s2, memo, table_pa + idx * 8, &l->reads))
+			return 1;
+		l->reads++;
+		if (level == 3) {
+			l->desc = &table[idx];
+			__builtin_prefetch(l->desc);
+			break;
+		}
+		pte = table[idx];
+		switch (step(pt, pte, level, &addr, &kind)) {
+		case STEP_TABLE:
+			table = s2pt__table_ptr(pt->pool, addr);
+			table_pa = addr;
+			if (prefix)
+				prefix[level] = (struct s1prefix){in >> s2pt_level_shift(cfg, level),
+								 table, addr, l->reads};
+			level++;
+			continue;
+		case STEP_LEAF:
+			l->desc = NULL;
+			l->pte = pte;
+			break;
+		default:
+			return 1;
+		}
+		break;
+	}
+	l->level = level;
+	return 0;
+}
+
+/* Stage 1 from the deepest table the prefix remembers for @va (else the root). */
+static inline void s1_descend(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1,
+			      struct s2memo *memo, struct s1prefix *prefix, uint64_t va,
+			      struct lane2 *l)
+{
+	const struct s2pt_config *cfg = &s1->cfg;
+
+	l->slow = 1;
+	l->reads = 0;
+	if (S2PT_UNLIKELY(va >> cfg->ipa_bits))
+		return;
+	for (int lv = 2; lv >= cfg->start_level; lv--) {
+		const struct s1prefix *p = &prefix[lv];
+
+		if (p->key == va >> s2pt_level_shift(cfg, lv)) {
+			l->reads = p->reads;
+			l->slow = descend(s1, s2, memo, prefix, va, p->table, p->table_ipa, lv + 1, l);
+			return;
+		}
+	}
+	l->slow = descend(s1, s2, memo, prefix, va, s1->root, s1->root_pa, cfg->start_level, l);
+}
+
+/* The stage-1 leaf and its check, then stage 2 down to the output's leaf descriptor. */
+static inline void s2_descend(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1,
+			      uint64_t va, uint32_t access, struct lane2 *l)
+{
+	uint64_t pte = l->desc ? *l->desc : l->pte, addr, span;
+	uint32_t kind;
+
+	l->slow = 1;
+	if (step(s1, pte, l->level, &addr, &kind) != STEP_LEAF || check_s1(pte, access))
+		return;
+	span = s2pt__span(&s1->cfg, l->level);
+	l->ipa = (addr & ~(span - 1)) | (va & (span - 1));
+	if (S2PT_UNLIKELY(l->ipa >> s2->cfg.ipa_bits))
+		return;
+	l->slow = descend(s2, NULL, NULL, NULL, l->ipa, s2->root, s2->root_pa,
+			  s2->cfg.start_level, l);
+}
+
+/* The output's leaf and its check: the PA, or @slow. */
+static inline uint64_t s2_finish(const struct s2pt_pgtable *s2, uint32_t access,
+				 struct lane2 *l)
+{
+	uint64_t pte = l->desc ? *l->desc : l->pte, addr, span;
+	uint32_t kind;
+
+	if (step(s2, pte, l->level, &addr, &kind) != STEP_LEAF ||
+	    check_access(&s2->cfg, pte, access)) {
+		l->slow = 1;
+		return 0;
+	}
+	span = s2pt__span(&s2->cfg, l->level);
+	return (addr & ~(span - 1)) | (l->ipa & (span - 1));
+}
+
+int64_t s2pt_translate2_many(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1,
+			     const uint64_t *vas, size_t n, uint32_t access, uint64_t *pa_out,
+			     uint64_t *ipa_out, uint8_t *fsc_out, uint8_t *stage_out,
+			     uint8_t *reads_out)
+{
+	struct s2memo memo[S2PT_MEMO_WAYS];
+	struct s1prefix prefix[S2PT_MAX_LEVELS];
+	int64_t faults = 0;
+
+	if (s1->destroyed || s2->destroyed)
+		return S2PT_EDESTROYED;
+	if (!s2pt_is_stage1(&s1->cfg) || s2pt_is_stage1(&s2->cfg) ||
+	    access > S2PT_ACCESS_WRITE_EL0 || (n && (!vas || !pa_out || !fsc_out || !stage_out)))
+		return S2PT_EINVAL;
+	for (uint32_t i = 0; i < S2PT_MEMO_WAYS; i++)
+		memo[i].page = ~0ull;
+	for (uint32_t i = 0; i < S2PT_MAX_LEVELS; i++)
+		prefix[i].key = ~0ull;
+	for (size_t base = 0; base < n; base += S2PT_BATCH_LANES) {
+		struct lane2 lane[S2PT_BATCH_LANES];
+		uint32_t m = n - base < S2PT_BATCH_LANES ? (uint32_t)(n - base) : S2PT_BATCH_LANES;
+
+		for (uint32_t g = 0; g < m; g++)
+			s1_descend(s2, s1, memo, prefix, vas[base + g], &lane[g]);
+		for (uint32_t g = 0; g < m; g++)
+			if (!lane[g].slow)
+				s2_descend(s2, s1, vas[base + g], access, &lane[g]);
+		for (uint32_t g = 0; g < m; g++) {
+			size_t i = base + g;
+			struct s2pt_nested_step steps[S2PT_MAX_NESTED_STEPS];
+			struct s2pt_translation2 t;
+			struct s2pt_fault2 f;
+			uint32_t reads;
+			int ret;
+
+			if (!lane[g].slow) {
+				uint64_t pa = s2_finish(s2, access, &lane[g]);
+
+				if (S2PT_LIKELY(!lane[g].slow)) {
+					pa_out[i] = pa;
+					if (ipa_out)
+						ipa_out[i] = lane[g].ipa;
+					fsc_out[i] = S2PT_FSC_NONE;
+					stage_out[i] = 0;
+					if (reads_out)
+						reads_out[i] = (uint8_t)lane[g].reads;
+					continue;
+				}
+			}
+			/* The reference walk decides every other case, fault or not. */
+			ret = s2pt_translate2(s2, s1, 0, vas[i], access, &t, &f, steps, &reads);
+			if (ret && ret != S2PT_EFAULT)
+				return ret;
+			if (reads_out)
+				reads_out[i] = (uint8_t)reads;
+			if (!ret) {
+				pa_out[i] = t.pa;
+				if (ipa_out)
+					ipa_out[i] = t.ipa;
+				fsc_out[i] = S2PT_FSC_NONE;
+				stage_out[i] = 0;
+				continue;
+			}
+			pa_out[i] = 0;
+			if (ipa_out)
+				ipa_out[i] = f.stage == 2 ? f.ipa : 0;
+			fsc_out[i] = (uint8_t)(f.fsc | (f.s1ptw ? S2PT_FSC_S1PTW : 0));
+			stage_out[i] = (uint8_t)f.stage;
+			faults++;
+		}
+	}
+	return faults;
 }

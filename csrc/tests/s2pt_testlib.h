@@ -50,6 +50,9 @@ int fx_init(struct fx *f, uint32_t ipa_bits, uint32_t granule, uint32_t pa_bits,
 /* fx_init() with s2pt_config_init() flags. */
 int fx_init_flags(struct fx *f, uint32_t ipa_bits, uint32_t granule, uint32_t pa_bits,
 		  uint32_t pages, uint64_t base_pa, uint32_t flags);
+/* Stage-1 tables (s2pt_s1_config_init()) in a pool of their own whose base is an IPA. */
+int fx_init_s1(struct fx *f, uint32_t va_bits, uint32_t granule, uint32_t ips_bits,
+	       uint32_t pages, uint64_t base_ipa, uint32_t asid, uint32_t flags);
 /* Check one TLB event's kind, IPA, size and level hint. */
 void check_tlbi(const struct s2pt_tlbi *e, int kind, uint64_t ipa, uint64_t size, int level);
 /* Attach f->events as the TLBI log (capacity cap <= 256) and clear it. */

@@ -45,6 +45,25 @@ int fx_init_flags(struct fx *f, uint32_t ipa_bits, uint32_t granule, uint32_t pa
 	return ret;
 }
 
+int fx_init_s1(struct fx *f, uint32_t va_bits, uint32_t granule, uint32_t ips_bits,
+	       uint32_t pages, uint64_t base_ipa, uint32_t asid, uint32_t flags)
+{
+	struct s2pt_config cfg;
+	int ret = s2pt_s1_config_init(&cfg, va_bits, granule, ips_bits, asid, flags);
+
+	if (ret) {
+		memset(f, 0, sizeof(*f));
+		return ret;
+	}
+	ret = fx_pool(f, granule, pages, base_ipa);
+	if (ret)
+		return ret;
+	f->cfg = cfg;
+	ret = s2pt_pgtable_init(&f->pt, &f->cfg, &f->pool);
+	f->have_pt = ret == 0;
+	return ret;
+}
+
 void fx_log(struct fx *f, uint32_t cap)
 {
 	if (cap > sizeof(f->events) / sizeof(f->events[0]))

@@ -1,7 +1,8 @@
 /*
- * Stage-2 VMSAv8-64 descriptor bits (Arm ARM D8, "Stage 2 attribute fields"): named masks and
- * static inline encode/decode helpers. Address and attribute layouts depend on the VM (52-bit
- * formats, FWB, FEAT_XNX), so the helpers take its struct s2pt_config.
+ * VMSAv8-64 descriptor bits (Arm ARM D8, "Stage 2 attribute fields" and the stage-1 ones):
+ * named masks and static inline encode/decode helpers. Address and attribute layouts depend on
+ * the tables (stage 1 or 2, 52-bit formats, FWB, FEAT_XNX), so the helpers take their struct
+ * s2pt_config: one codec per format, one walker for all.
  */
 #ifndef S2PT_DESC_H
 #define S2PT_DESC_H
@@ -31,6 +32,15 @@
 #define S2PT_PTE_SW_SHIFT 55
 #define S2PT_PTE_SW (0xfull << S2PT_PTE_SW_SHIFT) /* reserved for software, ignored by HW */
 
+/* Stage-1 leaf attributes (EL1&0): AttrIndx[2:0] in bits 4:2 (bit 5 is NS, 0 here), AP[2:1]
+ * in bits 7:6, nG, PXN and UXN where stage 2 has XN[1:0]. */
+#define S2PT_PTE_S1_ATTRINDX (7ull << 2)
+#define S2PT_PTE_S1_AP_EL0 (1ull << 6) /* AP[1]: EL0 access */
+#define S2PT_PTE_S1_AP_RO (1ull << 7)  /* AP[2]: read-only */
+#define S2PT_PTE_NG (1ull << 11)
+#define S2PT_PTE_PXN (1ull << 53)
+#define S2PT_PTE_UXN (1ull << 54)
+
 /* An invalid entry software annotated with an owner id (KVM_INVALID_PTE_OWNER_MASK): bits 9:2. */
 #define S2PT_PTE_OWNER_SHIFT 2
 #define S2PT_PTE_OWNER (0xffull << S2PT_PTE_OWNER_SHIFT)
@@ -42,6 +52,11 @@
 
 /* The permission bits of a leaf. */
 #define S2PT_PTE_PERM (S2PT_PTE_S2AP_R | S2PT_PTE_S2AP_W | S2PT_PTE_XN_MASK)
+
+static inline int s2pt_is_stage1(const struct s2pt_config *cfg)
+{
+	return (cfg->flags & S2PT_CONFIG_STAGE1) != 0;
+}
 
 static inline int s2pt_pte_valid(uint64_t pte)
 {
@@ -89,6 +104,22 @@ static inline uint64_t s2pt_xn_bits(uint32_t prot)
 	return xn;
 }
 
+/* Stage 1: AP[2] = !W, AP[1] = USER, PXN = !PX, UXN = !UX. */
+static inline uint64_t s2pt_s1_perm_bits(uint32_t prot)
+{
+	uint64_t bits = 0;
+
+	if (!(prot & S2PT_PROT_W))
+		bits |= S2PT_PTE_S1_AP_RO;
+	if (prot & S2PT_PROT_USER)
+		bits |= S2PT_PTE_S1_AP_EL0;
+	if (!(prot & S2PT_PROT_PX))
+		bits |= S2PT_PTE_PXN;
+	if (!(prot & S2PT_PROT_UX))
+		bits |= S2PT_PTE_UXN;
+	return bits;
+}
+
 static inline uint64_t s2pt_perm_bits(uint32_t prot)
 {
 	uint64_t bits = s2pt_xn_bits(prot);
@@ -100,6 +131,12 @@ static inline uint64_t s2pt_perm_bits(uint32_t prot)
 	return bits;
 }
 
+/* The permission bits of @prot in the format of @cfg. */
+static inline uint64_t s2pt_fmt_perm_bits(const struct s2pt_config *cfg, uint32_t prot)
+{
+	return s2pt_is_stage1(cfg) ? s2pt_s1_perm_bits(prot) : s2pt_perm_bits(prot);
+}
+
 /*
  * Leaf attribute bits for a permission set, a MemAttr field value (already encoded for the
  * VM's FWB setting), access flag and software bits.
@@ -108,11 +145,17 @@ static inline uint64_t s2pt_leaf_attrs(const struct s2pt_config *cfg, uint32_t p
 				       uint32_t memattr_field, int af, uint32_t sw)
 {
 	uint64_t attrs = (uint64_t)memattr_field << S2PT_PTE_MEMATTR_SHIFT | cfg->leaf_sh |
-			 s2pt_perm_bits(prot) | (uint64_t)(sw & 0xf) << S2PT_PTE_SW_SHIFT;
+			 s2pt_fmt_perm_bits(cfg, prot) | (uint64_t)(sw & 0xf) << S2PT_PTE_SW_SHIFT;
 
 	if (af)
 		attrs |= S2PT_PTE_AF;
 	return attrs;
+}
+
+/* Every attribute bit a leaf of @cfg's format may carry: stage 1 adds nG. */
+static inline uint64_t s2pt_leaf_attr_mask(const struct s2pt_config *cfg)
+{
+	return S2PT_PTE_LEAF_ATTRS | (s2pt_is_stage1(cfg) ? S2PT_PTE_NG : 0);
 }
 
 /* Page at level 3 (type 0b11), block above it (type 0b01). */
@@ -126,7 +169,7 @@ static inline uint64_t s2pt_leaf_pte(const struct s2pt_config *cfg, uint64_t pa,
 /* The leaf's attribute bits without its address (and type). */
 static inline uint64_t s2pt_pte_attrs(const struct s2pt_config *cfg, uint64_t pte)
 {
-	return pte & S2PT_PTE_LEAF_ATTRS & ~cfg->oa_hi_mask;
+	return pte & s2pt_leaf_attr_mask(cfg) & ~cfg->oa_hi_mask;
 }
 
 /* The XN[1:0] bits hardware reads: without FEAT_XNX bit 53 is RES0 and only XN[1] counts. */
@@ -140,6 +183,18 @@ static inline uint32_t s2pt_pte_prot(const struct s2pt_config *cfg, uint64_t pte
 {
 	uint32_t prot = 0;
 
+	if (s2pt_is_stage1(cfg)) {
+		prot = S2PT_PROT_R;
+		if (!(pte & S2PT_PTE_S1_AP_RO))
+			prot |= S2PT_PROT_W;
+		if (pte & S2PT_PTE_S1_AP_EL0)
+			prot |= S2PT_PROT_USER;
+		if (!(pte & S2PT_PTE_PXN))
+			prot |= S2PT_PROT_PX;
+		if (!(pte & S2PT_PTE_UXN))
+			prot |= S2PT_PROT_UX;
+		return prot;
+	}
 	pte &= ~S2PT_PTE_XN_MASK | s2pt_xn_read_mask(cfg);
 
 	if (pte & S2PT_PTE_S2AP_R)
@@ -163,10 +218,17 @@ static inline uint32_t s2pt_pte_sw(uint64_t pte)
 	return (uint32_t)((pte & S2PT_PTE_SW) >> S2PT_PTE_SW_SHIFT);
 }
 
-/* Replace the permission bits of a leaf, keeping everything else. */
+/* Replace the permission bits of a stage-2 leaf, keeping everything else. */
 static inline uint64_t s2pt_pte_set_prot(uint64_t pte, uint32_t prot)
 {
 	return (pte & ~S2PT_PTE_PERM) | s2pt_perm_bits(prot);
+}
+
+/* The same for a leaf of @cfg's format (stage 1's AP and PXN / UXN share those bits). */
+static inline uint64_t s2pt_pte_with_prot(const struct s2pt_config *cfg, uint64_t pte,
+					  uint32_t prot)
+{
+	return (pte & ~S2PT_PTE_PERM) | s2pt_fmt_perm_bits(cfg, prot);
 }
 
 /*
@@ -177,6 +239,9 @@ static inline uint64_t s2pt_pte_set_prot(uint64_t pte, uint32_t prot)
  */
 static inline int s2pt_memattr_field(const struct s2pt_config *cfg, uint32_t memattr)
 {
+	/* Stage 1: the MAIR index, AttrIndx[2:0]. */
+	if (s2pt_is_stage1(cfg))
+		return memattr <= 7 ? (int)memattr : -1;
 	if (cfg->flags & S2PT_CONFIG_FWB) {
 		if (memattr <= S2PT_MEMATTR_DEVICE_GRE || memattr == S2PT_MEMATTR_NORMAL_NC)
 			return (int)memattr;
@@ -193,6 +258,9 @@ static inline int s2pt_memattr_field(const struct s2pt_config *cfg, uint32_t mem
 /* The S2PT_MEMATTR_* of a field, or -1 for a reserved encoding. */
 static inline int s2pt_memattr_name(const struct s2pt_config *cfg, uint32_t field)
 {
+	/* Stage 1: AttrIndx; bit 5 (NS) is ignored for Non-secure accesses. */
+	if (s2pt_is_stage1(cfg))
+		return (int)(field & 7);
 	if (cfg->flags & S2PT_CONFIG_FWB) {
 		if (field <= 0x3 || field == 0x5)
 			return (int)field;

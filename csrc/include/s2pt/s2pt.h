@@ -134,12 +134,23 @@ int s2pt_debug_build(void);
 #define S2PT_PROT_UX 0x8u
 #define S2PT_PROT_X (S2PT_PROT_PX | S2PT_PROT_UX)
 #define S2PT_PROT_ALL (S2PT_PROT_R | S2PT_PROT_W | S2PT_PROT_X)
+/*
+ * Stage 1 only (S2PT_CONFIG_STAGE1): EL0 may access the page too, AP[1]. A stage-1 leaf always
+ * grants EL1 read, so R is required; W clears AP[2] (read-only); with USER, R and W apply at
+ * EL0 as well. PX / UX clear PXN / UXN (bits 53 / 54). A page writable at EL0 is never
+ * executable at EL1 (the architecture's implicit PXN); PX is then recorded but not granted.
+ */
+#define S2PT_PROT_USER 0x10u
 
 enum s2pt_access {
 	S2PT_ACCESS_READ = 0,
 	S2PT_ACCESS_WRITE = 1,
 	S2PT_ACCESS_EXEC = 2,     /* instruction fetch at EL1 (needs PX) */
 	S2PT_ACCESS_EXEC_EL0 = 3, /* instruction fetch at EL0 (needs UX) */
+	/* Stage 1 and the nested walk only: data accesses from EL0 (need PROT_USER at stage 1;
+	 * stage 2 checks them as READ / WRITE). Stage-2 calls refuse them with S2PT_EINVAL. */
+	S2PT_ACCESS_READ_EL0 = 4,
+	S2PT_ACCESS_WRITE_EL0 = 5,
 };
 
 /*
@@ -280,6 +291,14 @@ struct s2pt_config {
  * issued) instead of s2pt's exact-range semantics. See README "Two semantics".
  */
 #define S2PT_CONFIG_KVM 0x10u
+/*
+ * Stage-1 tables of the EL1&0 regime (TTBR0_EL1), made by s2pt_s1_config_init(): the same
+ * engine (walker, pool, counts, map / unmap / protect / translate / walk) with the stage-1
+ * descriptor codec. The input address is a VA and the output an IPA; the pool's base
+ * address is an IPA (its pages are guest RAM that stage 2 maps). The stage-2 leaf
+ * operations and the MMU layer refuse stage-1 tables.
+ */
+#define S2PT_CONFIG_STAGE1 0x20u
 
 /* VTCR_EL2 fields */
 #define S2PT_VTCR_T0SZ_SHIFT 0
@@ -338,6 +357,41 @@ int s2pt_config_init(struct s2pt_config *cfg, uint32_t ipa_bits, uint32_t granul
  */
 int s2pt_config_from_vtcr(struct s2pt_config *cfg, uint64_t vtcr, uint32_t vmid,
 			  uint32_t flags);
+
+/* TCR_EL1 fields (the TTBR0 half; T1SZ, TG1 and the TTBR1 attributes stay 0, EPD1 set). */
+#define S2PT_TCR_T0SZ_SHIFT 0
+#define S2PT_TCR_IRGN0_SHIFT 8
+#define S2PT_TCR_ORGN0_SHIFT 10
+#define S2PT_TCR_SH0_SHIFT 12
+#define S2PT_TCR_TG0_SHIFT 14
+#define S2PT_TCR_EPD1 (1ull << 23)
+#define S2PT_TCR_IPS_SHIFT 32
+#define S2PT_TCR_AS (1ull << 36)
+#define S2PT_TCR_DS (1ull << 59)
+
+/**
+ * s2pt_s1_config_init() - the geometry of stage-1 EL1&0 tables reached from TTBR0_EL1.
+ * @cfg:      filled on success (flags gain S2PT_CONFIG_STAGE1), untouched on error. The
+ *            fields keep their stage-2 names: @ipa_bits is the VA size (64 - T0SZ), @pa_bits
+ *            the output (IPA) size TCR_EL1.IPS gives, @vmid the ASID, @vtcr the TCR_EL1
+ *            value, @sl0 0 (stage 1 has none), @root_tables 1 (no concatenation).
+ * @va_bits:  25..48 (T0SZ 16..39); 52 with 64K (FEAT_LVA) or 16K with LPA2. 4K with LPA2
+ *            and a 49..52-bit VA needs a level -1 lookup, which s2pt does not build yet.
+ * @granule:  4096, 16384 or 65536 (TG0).
+ * @ips_bits: 32, 36, 40, 42, 44, 48, or 52 (64K, or 4K/16K with LPA2).
+ * @asid:     0..65535 (> 255 sets TCR_EL1.AS).
+ * @flags:    S2PT_CONFIG_LPA2 (TCR_EL1.DS) and S2PT_CONFIG_NO_TLBIRANGE only.
+ *
+ * levels = ceil((va_bits - granule_shift) / stride), start = 4 - levels, one root table of
+ * 2^(va_bits - shift(start)) entries. Blocks are allowed where stage 2 allows them. TCR_EL1
+ * gets T0SZ, IRGN0 = ORGN0 = WBWA, SH0 inner shareable, TG0, EPD1 (no TTBR1 walks), IPS, AS
+ * for a 16-bit ASID and DS with LPA2. Table descriptors are written with APTable, XNTable and
+ * PXNTable 0 (no hierarchical limits); the walk reads leaves only for permissions.
+ *
+ * Return: 0, or S2PT_ECONFIG.
+ */
+int s2pt_s1_config_init(struct s2pt_config *cfg, uint32_t va_bits, uint32_t granule,
+			uint32_t ips_bits, uint32_t asid, uint32_t flags);
 
 /** s2pt_level_shift() - log2 of the bytes one entry maps at @level. */
 static inline uint32_t s2pt_level_shift(const struct s2pt_config *cfg, int level)
@@ -624,6 +678,7 @@ void s2pt_pgtable_destroy(struct s2pt_pgtable *pt);
  * root PA[51:48] (the root is page-aligned, so bits 5:2 are otherwise zero); for smaller PA
  * sizes the pool lies below 2^48 and those bits are zero anyway.
  */
+/* For stage-1 tables the same value is TTBR0_EL1: BADDR | ASID << 48. */
 static inline uint64_t s2pt_vttbr(const struct s2pt_pgtable *pt)
 {
 	uint64_t low = pt->root_pa & ((1ull << 48) - 1);
@@ -634,6 +689,7 @@ static inline uint64_t s2pt_vttbr(const struct s2pt_pgtable *pt)
 /* s2pt_map() flags */
 #define S2PT_MAP_NO_BLOCKS 0x1u /* page-level leaves only (blocks already there are split) */
 #define S2PT_MAP_NO_AF 0x2u     /* leave the access flag clear */
+#define S2PT_MAP_NG 0x4u        /* stage 1 only: not global (nG, bit 11), tagged by the ASID */
 /* Software bits 58:55 of the new leaves (0..15), carried in flags bits 11:8. */
 #define S2PT_MAP_SW_SHIFT 8
 #define S2PT_MAP_SW(sw) (((uint32_t)(sw) & 0xfu) << S2PT_MAP_SW_SHIFT)
@@ -938,6 +994,146 @@ struct s2pt_walk_step {
  */
 int s2pt_walk_path(const struct s2pt_pgtable *pt, uint64_t ipa, struct s2pt_walk_step *steps,
 		   uint32_t *nsteps);
+
+/* ---------------------------------------------------------------------------------------
+ * The two-dimensional walk: VA -> IPA through stage-1 tables whose descriptors live in guest
+ * RAM, every one of those reads itself an IPA translated by stage 2, then IPA -> PA.
+ */
+
+/* Descriptor reads of one nested walk at most: (4 + 1) * 4 for four stage-1 levels (each
+ * stage-1 read after the stage-2 walk of its IPA) plus the stage-2 walk of the output. */
+#define S2PT_MAX_NESTED_STEPS 24
+
+/**
+ * struct s2pt_nested_step - one descriptor read, in the order hardware makes them.
+ * @stage:   1 or 2.
+ * @level:   lookup level within that stage.
+ * @ipa:     stage 2: the IPA this walk translates (a stage-1 descriptor's, or the output
+ *           IPA); stage 1: the IPA of the descriptor read.
+ * @desc_pa: PA of the descriptor read.
+ * @desc:    its value.
+ */
+struct s2pt_nested_step {
+	uint32_t stage;
+	int32_t level;
+	uint64_t ipa;
+	uint64_t desc_pa;
+	uint64_t desc;
+};
+
+/**
+ * struct s2pt_fault2 - a fault of the nested walk, as ESR_EL2 / HPFAR_EL2 / FAR would say.
+ * @stage:  1 (reported to EL1) or 2 (to EL2).
+ * @s1ptw:  1 for a stage-2 fault on a stage-1 table read (ESR_EL2.ISS.S1PTW).
+ * @kind, @level, @fsc: enum s2pt_fault_kind, lookup level of the faulting stage, FSC.
+ * @va:     the faulting VA (FAR).
+ * @ipa:    stage 2: the IPA that faulted (HPFAR_EL2: a table read's IPA for S1PTW, else the
+ *          output IPA); stage 1: 0.
+ * @desc:   the descriptor the faulting walk stopped at (0 for none).
+ */
+struct s2pt_fault2 {
+	uint32_t stage;
+	uint32_t s1ptw;
+	uint32_t kind;
+	int32_t level;
+	uint32_t fsc;
+	uint32_t reserved;
+	uint64_t va;
+	uint64_t ipa;
+	uint64_t desc;
+};
+
+/**
+ * struct s2pt_translation2 - a nested walk that reached its PA.
+ * @pa, @ipa: the output PA and the intermediate IPA.
+ * @s1, @s2:  the stage-1 leaf (its @pa is the IPA, @prot holds S2PT_PROT_USER, @memattr is
+ *            AttrIndx) and the stage-2 leaf of the output.
+ * @prot:     what both stages grant, in stage-1 terms: R = EL1 read (stage 2 R), W = EL1 write
+ *            (both W), USER = EL0 may read or write as R and W say, PX = EL1 execute (PXN
+ *            clear, not EL0-writable, stage-2 PX), UX = EL0 execute (UXN clear, stage-2 UX).
+ *            Access flags are not part of it.
+ * @memattr:  the combined memory type as an S2PT_MEMATTR_* name (Device subtype, or Normal
+ *            with outer / inner NC, WT, WB): stage 1's MAIR attribute and stage 2's MemAttr
+ *            combined by the Arm ARM rules, with or without FWB (the stage-2 table's flag).
+ *            A reserved MAIR encoding gives S2PT_MEMATTR_RESERVED | its low bits.
+ */
+struct s2pt_translation2 {
+	uint64_t pa;
+	uint64_t ipa;
+	uint32_t prot;
+	uint32_t memattr;
+	struct s2pt_translation s1;
+	struct s2pt_translation s2;
+};
+
+/**
+ * s2pt_translate2() - the stage-1 and stage-2 translation of @va for @access, as an EL1&0
+ * access with both stages on (SCTLR_EL1.M = 1, HCR_EL2.VM = 1) performs it.
+ * @s2:     stage-2 tables (the VM).
+ * @s1:     stage-1 tables (S2PT_CONFIG_STAGE1) whose pool base is an IPA: the walk finds each
+ *          stage-1 descriptor at its IPA in @s1's pool after stage 2 has translated that IPA
+ *          (with stage-2 read permission and AF checked, as a table walk needs). The pool
+ *          stands for the guest RAM that stage 2 maps there; the PA stage 2 gives is reported.
+ * @mair:   MAIR_EL1, for the combined memory type.
+ * @access: any enum s2pt_access (EL0 data accesses need USER at stage 1).
+ * @out:    the result on success. @f: the fault on S2PT_EFAULT.
+ * @steps:  NULL, or room for S2PT_MAX_NESTED_STEPS reads; @nsteps (NULL with @steps) gets how
+ *          many were made, the faulting one included.
+ *
+ * Order: for each stage-1 level, the stage-2 walk of the descriptor's IPA (a fault there is
+ * a stage-2 fault with S1PTW), then the stage-1 descriptor; then the stage-1 leaf's access
+ * flag and permission; then the stage-2 walk of the output IPA, its access flag and
+ * permission (stage-2 execute rights follow the access's EL). An output IPA beyond the
+ * stage-2 input size is a stage-2 translation fault at level 0, as is a table IPA beyond it.
+ *
+ * Return: 0, S2PT_EFAULT, S2PT_EINVAL (@s1 not stage 1, @s2 stage 1, bad @access),
+ * S2PT_EDESTROYED, S2PT_EINVARIANT (a stage-1 table IPA outside @s1's pool).
+ */
+int s2pt_translate2(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1, uint64_t mair,
+		    uint64_t va, uint32_t access, struct s2pt_translation2 *out,
+		    struct s2pt_fault2 *f, struct s2pt_nested_step *steps, uint32_t *nsteps);
+
+/* In s2pt_translate2_many()'s @fsc_out: a stage-2 fault on a stage-1 table read, where
+ * ESR_EL2.ISS[7] (S1PTW) has it; bits 5:0 hold the FSC. */
+#define S2PT_FSC_S1PTW 0x80u
+
+/**
+ * s2pt_translate2_many() - s2pt_translate2() over an array of VAs, in one C loop (no GIL in
+ * the Python binding; neither table may change during the call).
+ * @pa_out:    PA per VA (0 where it faulted).
+ * @ipa_out:   NULL, or the IPA per VA: the output IPA, the faulting IPA of a stage-2 fault
+ *             (a table descriptor's IPA with S1PTW), 0 for a stage-1 fault.
+ * @fsc_out:   S2PT_FSC_NONE, else the FSC | S2PT_FSC_S1PTW when it applies.
+ * @stage_out: 0 where translated, else the faulting stage (1 or 2).
+ * @reads_out: NULL, or the descriptor reads the walk made, the faulting one included (the
+ *             count of s2pt_translate2()'s steps: 24 for a 4 + 4 level page walk). They are
+ *             the reads of a walk without caches, whatever the batch remembers in between.
+ * Return: number of faulting VAs (>= 0), S2PT_EINVAL, S2PT_EDESTROYED, S2PT_EINVARIANT.
+ */
+int64_t s2pt_translate2_many(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1,
+			     const uint64_t *vas, size_t n, uint32_t access, uint64_t *pa_out,
+			     uint64_t *ipa_out, uint8_t *fsc_out, uint8_t *stage_out,
+			     uint8_t *reads_out);
+
+/**
+ * s2pt_s1_memattr() - the memory type MAIR attribute @attr (one byte) stands for, as an
+ * S2PT_MEMATTR_* name: 0b0000dd00 Device (dd the subtype); otherwise Normal with outer
+ * [7:4] and inner [3:0] each NC (0b0100), WT (0b00RW with RW != 0, 0b10RW) or WB (0b01RW
+ * with RW != 0, 0b11RW); allocation and transient hints dropped. Anything else (0b0000ddxx
+ * with xx != 0, an inner 0b0000 under a Normal outer) is S2PT_MEMATTR_RESERVED | @attr & 0xf.
+ */
+uint32_t s2pt_s1_memattr(uint32_t attr);
+
+/**
+ * s2pt_combine_memattr() - the memory type of an access both stages map: stage 1's
+ * @s1_memattr (from s2pt_s1_memattr()) and stage 2's MemAttr @s2_field for @s2_cfg's FWB
+ * setting. Without FWB: a Device at either stage wins (both: the more restrictive subtype);
+ * two Normals take the weaker cacheability of each, outer and inner (NC < WT < WB). With
+ * FWB: Device 0b00xx as without; 0b0101 Normal NC unless stage 1 is Device; 0b0110 Normal
+ * write-back whatever stage 1 says; 0b0111 stage 1's type. Reserved inputs give reserved.
+ */
+uint32_t s2pt_combine_memattr(const struct s2pt_config *s2_cfg, uint32_t s1_memattr,
+			      uint32_t s2_field);
 
 /** struct s2pt_leaf - a valid leaf as listed by s2pt_leaves(). */
 struct s2pt_leaf {
