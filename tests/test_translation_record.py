@@ -102,7 +102,7 @@ def test_repr_names_every_field():
 
 @pytest.mark.parametrize("args, error", [
     ((-1, 3, 4096, Prot.R, MemAttr.NORMAL), s2pt.RangeError),
-    ((0, 3, 4096, 16, MemAttr.NORMAL), s2pt.InvalidArgumentError),
+    ((0, 3, 4096, 32, MemAttr.NORMAL), s2pt.InvalidArgumentError),   # Prot: 5 bits
     ((0, 3, 4096, Prot.R, 1 << 20), s2pt.InvalidArgumentError),
     ((0, 4, 4096, Prot.R, MemAttr.NORMAL), s2pt.InvalidArgumentError),   # levels are 0..3
     ((0, 3, 4097, Prot.R, MemAttr.NORMAL), s2pt.InvalidArgumentError),   # leaf sizes: 2**k

@@ -61,3 +61,13 @@ cdef class Stage2:
     cdef int _fail_at(self, int rc, size_t index, uint64_t ipa, uint64_t size, object pa=*,
                       object prot=*, object memattr=*) except -1
     cdef tuple _leaf_chunk(self, uint64_t start, uint64_t end)
+
+
+cdef class Stage1:
+    cdef s2pt_pgtable pt
+    cdef readonly PagePool pool
+    cdef uint64_t mair_value
+    cdef int _sync(self) except -1
+    cdef int _live(self) except -1
+    cdef int _fail(self, int rc, uint64_t va, uint64_t size, object ipa=*, object prot=*,
+                   object attr=*) except -1

@@ -8,10 +8,12 @@ import numpy.typing as npt
 from ._types import (
     Access,
     FaultOutcome,
+    GuestAccess,
     Mapping,
     MemAttr,
     Memslot,
     Prot,
+    Translation2,
     WalkStep,
 )
 
@@ -55,6 +57,7 @@ class Translation:
 _Semantics = Literal["exact", "kvm"]
 
 FSC_NONE: int
+FSC_S1PTW: int
 DEFAULT_POOL_BASE_PA: int
 DEFAULT_POOL_BYTES: int
 TLBI_IPA: int
@@ -351,6 +354,24 @@ class Stage2:
         """Handler runs per FaultOutcome (``HIT``: accesses that needed none); ``clear``
         resets them."""
     def translate(self, ipa: int, access: Access | int = ...) -> Translation: ...
+    def translate2(
+        self, va: int, s1: Stage1, access: GuestAccess | Access | int = ...
+    ) -> Translation2:
+        """VA -> IPA -> PA through ``s1`` and this VM, every descriptor read in hardware order
+        (``steps``); raises Stage1Fault or Stage2Fault (``va``, ``s1ptw``)."""
+    def translate2_many(
+        self,
+        vas: npt.ArrayLike,
+        s1: Stage1,
+        access: GuestAccess | Access | int = ...,
+        *,
+        ipa: npt.NDArray[np.uint64] | None = ...,
+    ) -> tuple[
+        npt.NDArray[np.uint64], npt.NDArray[np.uint8], npt.NDArray[np.uint8],
+        npt.NDArray[np.uint8]
+    ]:
+        """``(pa, fsc, stage, accesses)`` per VA in one C loop without the GIL; ``fsc`` has
+        FSC_S1PTW for a stage-2 fault on a stage-1 table read; ``ipa`` receives the IPAs."""
     def lookup(self, ipa: int) -> Translation | None: ...
     def translate_many(
         self,
@@ -372,6 +393,88 @@ class Stage2:
     def destroy(self) -> None: ...
     def __enter__(self) -> Stage2: ...
     def __exit__(self, *exc: object) -> Literal[False]: ...
+
+#: MAIR_EL1 of a Stage1 made without one (Attr0 Normal WB, 1 Device-nGnRE, 2 Normal NC,
+#: 3 Device-nGnRnE).
+DEFAULT_MAIR: int
+DEFAULT_S1_POOL_IPA: int
+DEFAULT_S1_POOL_BYTES: int
+
+class Stage1:
+    """A guest's stage-1 tables (EL1&0, TTBR0_EL1: VA -> IPA) on the same C core, in a pool
+    whose base address is an IPA (guest RAM that the VM maps)."""
+
+    def __init__(
+        self,
+        va_bits: int = 48,
+        granule: int = 4096,
+        ips_bits: int = 48,
+        asid: int = 0,
+        pool: PagePool | None = None,
+        *,
+        lpa2: bool = False,
+        mair: int = ...,
+    ) -> None: ...
+    @property
+    def pool(self) -> PagePool: ...
+    @property
+    def va_bits(self) -> int: ...
+    @property
+    def ips_bits(self) -> int: ...
+    @property
+    def granule(self) -> int: ...
+    @property
+    def asid(self) -> int: ...
+    @property
+    def lpa2(self) -> bool: ...
+    @property
+    def levels(self) -> int: ...
+    @property
+    def start_level(self) -> int: ...
+    @property
+    def root_entries(self) -> int: ...
+    @property
+    def min_block_level(self) -> int: ...
+    @property
+    def t0sz(self) -> int: ...
+    @property
+    def tcr(self) -> int:
+        """TCR_EL1 (T0SZ, IRGN0/ORGN0, SH0, TG0, EPD1, IPS, AS, DS)."""
+    @property
+    def ttbr(self) -> int:
+        """TTBR0_EL1: root IPA | ASID << 48."""
+    @property
+    def mair(self) -> int: ...
+    @property
+    def root_ipa(self) -> int: ...
+    @property
+    def table_pages(self) -> int: ...
+    @property
+    def destroyed(self) -> bool: ...
+    def map(
+        self,
+        va: int,
+        ipa: int,
+        size: int,
+        prot: Prot | int = ...,
+        attr: int = 0,
+        *,
+        blocks: bool = True,
+        user: bool = False,
+        global_: bool = True,
+        af: bool = True,
+    ) -> None:
+        """Map ``[va, va + size)`` to ``[ipa, ipa + size)``; ``attr`` is the MAIR index,
+        ``user`` sets AP[1], ``global_=False`` sets nG."""
+    def unmap(self, va: int, size: int) -> int: ...
+    def protect(self, va: int, size: int, prot: Prot | int, *, user: bool = False) -> None: ...
+    def translate(self, va: int, access: GuestAccess | Access | int = ...) -> Translation:
+        """Stage 1 alone (the result's ``pa`` is the IPA); raises Stage1Fault."""
+    def lookup(self, va: int) -> Translation | None: ...
+    def walk(self, va: int) -> list[WalkStep]: ...
+    def mappings(self, va: int = 0, size: int | None = None) -> list[Mapping]: ...
+    def check(self) -> None: ...
+    def destroy(self) -> None: ...
 
 #: Format version of pickled states and s2pt.save files (newer ones are refused).
 STATE_VERSION: int

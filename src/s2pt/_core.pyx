@@ -32,10 +32,13 @@ from ._types import (
     Access,
     FaultKind,
     FaultOutcome,
+    GuestAccess,
     Mapping,
     MemAttr,
     Memslot,
+    NestedStep,
     Prot,
+    Translation2,
     WalkStep,
 )
 from .errors import (
@@ -48,6 +51,7 @@ from .errors import (
     InvariantError,
     RangeError,
     S2ptError,
+    Stage1Fault,
     Stage2Fault,
     StateFormatError,
     error_class,
@@ -57,6 +61,12 @@ from .errors import (
 DEFAULT_POOL_BASE_PA = 0x4000_0000
 #: Default pool size of a VM that gets its own pool; reserved, committed only as it is used.
 DEFAULT_POOL_BYTES = 1 << 30
+#: MAIR_EL1 of a Stage1 made without one: Attr0 Normal write-back (0xFF), Attr1 Device-nGnRE
+#: (0x04), Attr2 Normal non-cacheable (0x44), Attr3 Device-nGnRnE (0x00), as Linux sets it up.
+DEFAULT_MAIR = 0x00_44_04_FF
+#: Default IPA and size of the guest RAM a Stage1 made without a pool keeps its tables in.
+DEFAULT_S1_POOL_IPA = 0x4000_0000
+DEFAULT_S1_POOL_BYTES = 16 << 20
 # map / unmap of at least this many pages run without the GIL (below it, letting the GIL go
 # and taking it back would cost more than the call).
 cdef enum:
@@ -84,7 +94,7 @@ if TLBI_DTYPE.itemsize != sizeof(s2pt_tlbi):
     raise ImportError("TLBI_DTYPE does not match struct s2pt_tlbi of the C core")
 
 # Decoding tables, so a result costs an index instead of an enum lookup.
-_PROT = tuple(Prot(i) for i in range(16))
+_PROT = tuple(Prot(i) for i in range(32))
 _OUTCOME = tuple(FaultOutcome)
 _MEMATTR = tuple(MemAttr(i) if i in MemAttr._value2member_map_ else i
                  for i in range(S2PT_MEMATTR_RESERVED + 16))
@@ -1684,6 +1694,108 @@ cdef class Stage2:
             raise InvalidArgumentError(f"access={access!r} must be an Access")
         _raise(rc)
 
+    def translate2(self, va, Stage1 s1 not None, access=Access.READ):
+        """The translation of guest virtual address ``va`` through ``s1`` (the guest's
+        stage-1 tables, whose pages this VM maps) and then this VM, as an EL1&0 access with
+        both stages on. Every descriptor read is in hardware order in the result's
+        ``steps``: for each stage-1 level the stage-2 walk of the descriptor's IPA, then the
+        descriptor; then the stage-2 walk of the output IPA (24 reads for 4 + 4 levels).
+
+        Returns a :class:`Translation2`. Raises :class:`Stage1Fault` for a stage-1 fault and
+        :class:`Stage2Fault` (``va`` set; ``s1ptw`` True with the descriptor's IPA when the
+        fault hit a stage-1 table read, which needs stage-2 read permission and AF).
+        ``access`` is a :class:`GuestAccess` (EL0 data accesses included)."""
+        self._sync()
+        s1._sync()
+        cdef s2pt_translation2 t
+        cdef s2pt_fault2 f
+        cdef s2pt_nested_step steps[S2PT_MAX_NESTED_STEPS]
+        cdef uint32_t n = 0, k
+        cdef uint64_t v = _u64(va, "va")
+        cdef uint32_t acc = _access_arg(access)
+        cdef int rc
+        self._live()
+        s1._live()
+        rc = s2pt_translate2(&self.pt, &s1.pt, s1.mair_value, v, acc, &t, &f, steps, &n)
+        if rc == S2PT_EINVAL:
+            raise InvalidArgumentError(f"access={access!r} must be a GuestAccess")
+        if rc == S2PT_EFAULT:
+            if f.stage == 1:
+                raise Stage1Fault(f.kind, f.level, f.fsc, f.va)
+            raise Stage2Fault(f.kind, f.level, f.fsc, f.ipa, va=f.va, s1ptw=f.s1ptw != 0)
+        if rc:
+            _raise(rc)
+        return Translation2(t.pa, t.ipa, _translation(&t.s1), _translation(&t.s2),
+                            _PROT[t.prot], _MEMATTR[t.memattr] if t.memattr < 16 else t.memattr,
+                            tuple([NestedStep(steps[k].stage, steps[k].level, steps[k].ipa,
+                                              steps[k].desc_pa, steps[k].desc)
+                                   for k in range(n)]))
+
+    def translate2_many(self, vas, Stage1 s1 not None, access=Access.READ, *, ipa=None):
+        """:meth:`translate2` for every VA of a 1-D uint64 array, in one C loop without the
+        GIL (neither table may change meanwhile).
+
+        Returns ``(pa, fsc, stage, accesses)``: uint64 PAs (0 where it faulted); uint8 fault
+        status codes (``FSC_NONE`` where translated; a stage-2 fault on a stage-1 table read
+        has ``FSC_S1PTW`` set, as ESR_EL2.ISS bit 7); uint8 faulting stage (0 where
+        translated, else 1 or 2); uint8 descriptor reads of each walk, the faulting one
+        included (``len(translate2(va).steps)``: 24 for a 4 + 4 level page walk), as a
+        walk without caches makes them. ``ipa``, a caller-owned uint64 array of the same
+        length, receives the IPAs: the output IPA, or the IPA a stage-2 fault names (the
+        descriptor's with S1PTW), 0 after a stage-1 fault.
+        """
+        cdef const uint64_t[::1] src = _u64_array(vas)
+        cdef uint32_t acc = _access_arg(access)
+        cdef Py_ssize_t n = src.shape[0]
+        cdef uint64_t[::1] pa_v, ipa_v
+        cdef uint8_t[::1] fsc_v, stage_v, reads_v
+        cdef uint64_t *ipa_p = NULL
+        cdef PagePool first, second
+        cdef bint two
+        cdef int64_t rc
+        self._live()
+        s1._live()
+        if acc > S2PT_ACCESS_WRITE_EL0:
+            raise InvalidArgumentError(f"access={access!r} must be a GuestAccess")
+        pa = np.empty(n, dtype=np.uint64)
+        fsc, stage, reads = (np.empty(n, dtype=np.uint8), np.empty(n, dtype=np.uint8),
+                             np.empty(n, dtype=np.uint8))
+        pa_v, fsc_v, stage_v, reads_v = pa, fsc, stage, reads
+        if ipa is not None:
+            if (not isinstance(ipa, np.ndarray) or ipa.dtype != np.uint64 or ipa.ndim != 1
+                    or ipa.shape[0] != n or not ipa.flags.c_contiguous or not ipa.flags.writeable):
+                raise ArgumentTypeError(
+                    f"ipa must be a writable C-contiguous 1-D uint64 array of length {n}")
+            ipa_v = ipa
+            if n:
+                ipa_p = &ipa_v[0]
+        if not n:
+            return pa, fsc, stage, reads
+        self._sync()
+        s1._sync()
+        # Both pools are held for the call; a fixed order (by address) keeps two threads
+        # that pass them the other way round from deadlocking.
+        first, second = self.pool, s1.pool
+        if <size_t><void *>first > <size_t><void *>second:
+            first, second = second, first
+        two = second is not first
+        first.busy += 1
+        second.busy += 1
+        with nogil:
+            PyThread_acquire_lock(first.lock, WAIT_LOCK)
+            if two:
+                PyThread_acquire_lock(second.lock, WAIT_LOCK)
+            rc = s2pt_translate2_many(&self.pt, &s1.pt, &src[0], n, acc, &pa_v[0], ipa_p,
+                                      &fsc_v[0], &stage_v[0], &reads_v[0])
+            if two:
+                PyThread_release_lock(second.lock)
+            PyThread_release_lock(first.lock)
+        first.busy -= 1
+        second.busy -= 1
+        if rc < 0:
+            _raise(<int>rc)
+        return pa, fsc, stage, reads
+
     def lookup(self, ipa):
         """The leaf translating ``ipa`` (no access-flag or permission check), or None."""
         self._sync()
@@ -1920,6 +2032,267 @@ cdef class Stage2:
         state = "destroyed" if self.pt.destroyed else f"{self.pt.table_pages} table pages"
         return (f"Stage2(ipa_bits={self.ipa_bits}, granule={self.granule}, "
                 f"pa_bits={self.pa_bits}, vmid={self.vmid}, {state})")
+
+
+# As Stage2: `pool` must outlive __dealloc__, which returns the tables' pages to it.
+@cython.no_gc_clear
+cdef class Stage1:
+    """A guest's stage-1 translation tables (EL1&0 regime, TTBR0_EL1: VA -> IPA) on the same C
+    core as :class:`Stage2` (one walker, pool and reference counts; the stage-1 descriptor
+    format). The tables live in guest RAM: ``pool`` is a :class:`PagePool` whose base address
+    is an IPA, and descriptors hold IPAs. Map that range in the VM (:meth:`Stage2.map`) before
+    walking through both stages with :meth:`Stage2.translate2`.
+
+    ``pool=None`` makes a pool of ``DEFAULT_S1_POOL_BYTES`` at IPA ``DEFAULT_S1_POOL_IPA``.
+    ``mair`` is MAIR_EL1 (for the combined memory type of the nested walk; ``attr`` of
+    :meth:`map` indexes it). Every call validates its arguments and, on any error, changes
+    nothing. Stage-1 TLB events are not logged yet.
+    """
+
+    def __cinit__(self):
+        memset(&self.pt, 0, sizeof(self.pt))
+        self.pt.destroyed = 1
+
+    def __init__(self, va_bits=48, granule=4096, ips_bits=48, asid=0, pool=None, *,
+                 lpa2=False, mair=DEFAULT_MAIR):
+        cdef s2pt_config cfg
+        cdef PagePool p
+        cdef uint32_t flags = S2PT_CONFIG_LPA2 if lpa2 else 0
+        cdef int rc
+        if not self.pt.destroyed:
+            raise InvalidArgumentError("Stage1 is already initialised")
+        self.mair_value = _u64(mair, "mair")
+        rc = s2pt_s1_config_init(&cfg, _u32(va_bits, "va_bits"), _u32(granule, "granule"),
+                                 _u32(ips_bits, "ips_bits"), _u32(asid, "asid"), flags)
+        if rc:
+            raise ConfigError(
+                f"va_bits={va_bits}, granule={granule}, ips_bits={ips_bits}, asid={asid}, "
+                f"lpa2={lpa2}: stage 1 takes 25..48-bit VAs (52 with 64K, or 16K with lpa2), "
+                f"an IPS of 32/36/40/42/44/48 bits (52 with 64K or lpa2) and a 16-bit ASID")
+        if pool is None:
+            p = PagePool(DEFAULT_S1_POOL_BYTES // granule, granule, DEFAULT_S1_POOL_IPA)
+        elif isinstance(pool, PagePool):
+            p = pool
+            p._ready()
+        else:
+            raise InvalidArgumentError(f"pool must be a PagePool or None, not {type(pool)}")
+        p._wait()
+        rc = s2pt_pgtable_init(&self.pt, &cfg, &p.pool)
+        if rc:
+            if rc == S2PT_ECONFIG:
+                raise ConfigError(
+                    f"pool (granule {p.granule}, IPAs up to {p.end_pa:#x}) does not suit these "
+                    f"tables (granule {granule}, {ips_bits}-bit IPS)")
+            _raise(rc, f"a root page from a pool with {p.free} free")
+        self.pool = p
+
+    def __dealloc__(self):
+        if not self.pt.destroyed:
+            s2pt_pgtable_destroy(&self.pt)
+
+    cdef inline int _sync(self) except -1:
+        if self.pool is not None and self.pool.busy:
+            self.pool._wait()
+        return 0
+
+    cdef int _live(self) except -1:
+        if self.pt.destroyed:
+            raise DestroyedError("this Stage1 was destroyed")
+        return 0
+
+    # -- geometry and registers -----------------------------------------------------------
+    @property
+    def va_bits(self): return self.pt.cfg.ipa_bits
+    @property
+    def ips_bits(self): return self.pt.cfg.pa_bits
+    @property
+    def granule(self): return 1 << self.pt.cfg.granule_shift
+    @property
+    def asid(self): return self.pt.cfg.vmid
+    @property
+    def lpa2(self): return bool(self.pt.cfg.flags & S2PT_CONFIG_LPA2)
+    @property
+    def levels(self): return self.pt.cfg.levels
+    @property
+    def start_level(self): return self.pt.cfg.start_level
+    @property
+    def root_entries(self): return self.pt.cfg.root_entries
+    @property
+    def min_block_level(self): return self.pt.cfg.min_block_level
+    @property
+    def t0sz(self): return self.pt.cfg.t0sz
+    @property
+    def tcr(self):
+        """TCR_EL1 for these tables: T0SZ, IRGN0/ORGN0 write-back, SH0 inner shareable, TG0,
+        EPD1 (no TTBR1 walks), IPS, AS for a 16-bit ASID, DS with LPA2."""
+        return self.pt.cfg.vtcr
+    @property
+    def ttbr(self):
+        """TTBR0_EL1: the root's IPA (BADDR) and the ASID in bits 63:48."""
+        self._live()
+        return s2pt_vttbr(&self.pt)
+    @property
+    def mair(self): return self.mair_value
+    @property
+    def root_ipa(self):
+        self._live()
+        return self.pt.root_pa
+    @property
+    def table_pages(self): return self.pt.table_pages
+    @property
+    def destroyed(self): return bool(self.pt.destroyed)
+
+    # -- changes ----------------------------------------------------------------------------
+    def map(self, va, ipa, size, prot=Prot.RW, attr=0, *, blocks=True, user=False,
+            global_=True, af=True):
+        """Map ``[va, va + size)`` to the IPAs ``[ipa, ipa + size)`` with the same exact-range
+        semantics as :meth:`Stage2.map` (largest leaves alignment allows unless
+        ``blocks=False``, partial blocks split, break-before-make). ``prot`` needs ``R``;
+        ``user=True`` adds ``Prot.USER`` (EL0 access); ``attr`` is the MAIR index (0..7,
+        AttrIndx); ``global_=False`` sets nG (the leaf belongs to this ASID)."""
+        self._sync()
+        cdef uint64_t v = _u64(va, "va"), i = _u64(ipa, "ipa"), n = _u64(size, "size")
+        cdef uint32_t p = _prot_arg(prot), a = _u32(attr, "attr")
+        cdef uint32_t flags = _map_flags(blocks, af, _SW0)
+        cdef int rc
+        if user:
+            p |= S2PT_PROT_USER
+        if not global_:
+            flags |= S2PT_MAP_NG
+        rc = s2pt_map(&self.pt, v, i, n, p, a, flags)
+        if rc:
+            self._fail(rc, v, n, i, prot, attr)
+
+    def unmap(self, va, size):
+        """Unmap exactly ``[va, va + size)``; returns the bytes that were mapped. Emptied
+        tables are freed at once, upward."""
+        self._sync()
+        cdef uint64_t v = _u64(va, "va"), n = _u64(size, "size"), unmapped = 0
+        cdef int rc = s2pt_unmap(&self.pt, v, n, &unmapped)
+        if rc:
+            self._fail(rc, v, n)
+        return unmapped
+
+    def protect(self, va, size, prot, *, user=False):
+        """Set the permissions of every mapped leaf in ``[va, va + size)`` (``user=True`` adds
+        ``Prot.USER``); holes stay holes, a block covered in part is split first."""
+        self._sync()
+        cdef uint64_t v = _u64(va, "va"), n = _u64(size, "size")
+        cdef uint32_t p = _u32(prot, "prot")
+        cdef int rc
+        if user:
+            p |= S2PT_PROT_USER
+        rc = s2pt_protect(&self.pt, v, n, p)
+        if rc:
+            self._fail(rc, v, n, None, prot)
+
+    cdef int _fail(self, int rc, uint64_t va, uint64_t size, object ipa=None, object prot=None,
+                   object attr=None) except -1:
+        gran = 1 << self.pt.cfg.granule_shift
+        if rc == S2PT_EALIGN:
+            what = f"va={va:#x}, size={size:#x}" + ("" if ipa is None else f", ipa={ipa:#x}")
+            detail = f"{what} must be multiples of the {gran}-byte granule"
+        elif rc == S2PT_ERANGE:
+            detail = (f"[{va:#x}, {va:#x}+{size:#x}) must lie within the "
+                      f"{self.pt.cfg.ipa_bits}-bit VA space")
+            if ipa is not None:
+                detail += (f" and [{ipa:#x}, +{size:#x}) within the {self.pt.cfg.pa_bits}-bit "
+                           f"IPA space")
+        elif rc == S2PT_EINVAL:
+            detail = (f"prot={prot!r}, attr={attr!r}: prot is a Prot with R (USER, W, PX, UX "
+                      f"optional), attr a MAIR index 0..7")
+        elif rc == S2PT_ENOMEM:
+            detail = f"the pool has {self.pool.free} free page(s), not enough for this change"
+        else:
+            detail = None
+        return _raise(rc, detail)
+
+    # -- queries ----------------------------------------------------------------------------
+    def translate(self, va, access=Access.READ):
+        """The stage-1 translation of ``va`` (to an IPA: the result's ``pa``) for ``access``
+        (a :class:`GuestAccess`), with the EL1&0 permission rules: EL0 data access needs
+        ``USER``, EL1 never executes what EL0 may write, EL0 may execute a page it cannot read.
+        Raises :class:`Stage1Fault`."""
+        self._sync()
+        cdef s2pt_translation t
+        cdef s2pt_fault f
+        cdef uint64_t v = _u64(va, "va")
+        cdef int rc = s2pt_translate(&self.pt, v, _access_arg(access), &t, &f)
+        if rc == 0:
+            return _translation(&t)
+        if rc == S2PT_EFAULT:
+            raise Stage1Fault(f.kind, f.level, f.fsc, v)
+        if rc == S2PT_EINVAL:
+            raise InvalidArgumentError(f"access={access!r} must be a GuestAccess")
+        _raise(rc)
+
+    def lookup(self, va):
+        """The leaf translating ``va`` (no access-flag or permission check), or None."""
+        self._sync()
+        cdef s2pt_translation t
+        cdef s2pt_fault f
+        cdef int rc = s2pt_lookup(&self.pt, _u64(va, "va"), &t, &f)
+        if rc == 0:
+            return _translation(&t)
+        if rc == S2PT_EFAULT:
+            return None
+        _raise(rc)
+
+    def walk(self, va):
+        """Every descriptor the stage-1 walk of ``va`` reads, root first (``table_pa`` and
+        ``desc_pa`` are IPAs here), as :class:`WalkStep`."""
+        self._sync()
+        cdef s2pt_walk_step steps[4]
+        cdef uint32_t n = 0, k
+        cdef int rc = s2pt_walk_path(&self.pt, _u64(va, "va"), steps, &n)
+        if rc:
+            _raise(rc)
+        return [WalkStep(steps[k].level, steps[k].table_pa, steps[k].index, steps[k].desc_pa,
+                         steps[k].desc) for k in range(n)]
+
+    def mappings(self, va=0, size=None):
+        """The valid leaves intersecting ``[va, va + size)`` in VA order, as :class:`Mapping`
+        (``ipa`` is the VA, ``pa`` the IPA, ``memattr`` the MAIR index), whole leaves."""
+        self._sync()
+        cdef uint64_t start = _u64(va, "va"), end, next_va
+        cdef uint64_t top = (<uint64_t>1) << self.pt.cfg.ipa_bits
+        cdef s2pt_leaf out[256]
+        cdef size_t got = 0, k
+        cdef int rc
+        self._live()
+        end = (top if start < top else start) if size is None else start + _u64(size, "size")
+        result = []
+        while True:
+            rc = s2pt_leaves(&self.pt, start, end - start, out, 256, &got, &next_va)
+            if rc:
+                self._fail(rc, start, end - start)
+            result.extend([Mapping(out[k].ipa, out[k].pa, out[k].size, out[k].level,
+                                   _PROT[out[k].prot], out[k].memattr, bool(out[k].af),
+                                   out[k].sw) for k in range(got)])
+            if next_va >= end:
+                return result
+            start = next_va
+
+    def check(self):
+        """Verify every invariant of the tables and the pool; raises :class:`InvariantError`."""
+        self._sync()
+        cdef char msg[256]
+        cdef int rc = s2pt_check(&self.pt, msg, sizeof(msg))
+        if rc == S2PT_EINVARIANT:
+            raise InvariantError(msg.decode())
+        if rc:
+            _raise(rc)
+
+    def destroy(self):
+        """Free every table page back to the pool; further use raises DestroyedError."""
+        self._sync()
+        if not self.pt.destroyed:
+            s2pt_pgtable_destroy(&self.pt)
+
+    def __repr__(self):
+        state = "destroyed" if self.pt.destroyed else f"{self.pt.table_pages} table pages"
+        return (f"Stage1(va_bits={self.va_bits}, granule={self.granule}, "
+                f"ips_bits={self.ips_bits}, asid={self.asid}, {state})")
 
 
 cdef class _Floor:

@@ -29,10 +29,17 @@ cdef extern from "s2pt/s2pt.h" nogil:
         S2PT_ACCESS_WRITE
         S2PT_ACCESS_EXEC
         S2PT_ACCESS_EXEC_EL0
+        S2PT_ACCESS_READ_EL0
+        S2PT_ACCESS_WRITE_EL0
+        S2PT_PROT_USER
+        S2PT_CONFIG_STAGE1
+        S2PT_MAP_NG
+        S2PT_MAX_NESTED_STEPS
         S2PT_MEMATTR_STAGE1
         S2PT_MEMATTR_NORMAL
         S2PT_MEMATTR_RESERVED
         S2PT_FSC_NONE
+        S2PT_FSC_S1PTW
         S2PT_MAX_LEVELS
         S2PT_CONFIG_LPA2
         S2PT_CONFIG_FWB
@@ -107,6 +114,8 @@ cdef extern from "s2pt/s2pt.h" nogil:
                          uint32_t pa_bits, uint32_t vmid, uint32_t flags)
     int s2pt_config_from_vtcr(s2pt_config *cfg, uint64_t vtcr, uint32_t vmid, uint32_t flags)
     uint32_t s2pt_level_shift(const s2pt_config *cfg, int level)
+    int s2pt_s1_config_init(s2pt_config *cfg, uint32_t va_bits, uint32_t granule,
+                            uint32_t ips_bits, uint32_t asid, uint32_t flags)
 
     struct s2pt_pool:
         uint8_t *mem
@@ -212,6 +221,42 @@ cdef extern from "s2pt/s2pt.h" nogil:
 
     int s2pt_walk_path(const s2pt_pgtable *pt, uint64_t ipa, s2pt_walk_step *steps,
                        uint32_t *nsteps)
+
+    struct s2pt_nested_step:
+        uint32_t stage
+        int32_t level
+        uint64_t ipa
+        uint64_t desc_pa
+        uint64_t desc
+
+    struct s2pt_fault2:
+        uint32_t stage
+        uint32_t s1ptw
+        uint32_t kind
+        int32_t level
+        uint32_t fsc
+        uint64_t va
+        uint64_t ipa
+        uint64_t desc
+
+    struct s2pt_translation2:
+        uint64_t pa
+        uint64_t ipa
+        uint32_t prot
+        uint32_t memattr
+        s2pt_translation s1
+        s2pt_translation s2
+
+    int s2pt_translate2(const s2pt_pgtable *s2, const s2pt_pgtable *s1, uint64_t mair,
+                        uint64_t va, uint32_t access, s2pt_translation2 *out, s2pt_fault2 *f,
+                        s2pt_nested_step *steps, uint32_t *nsteps)
+    int64_t s2pt_translate2_many(const s2pt_pgtable *s2, const s2pt_pgtable *s1,
+                                 const uint64_t *vas, size_t n, uint32_t access,
+                                 uint64_t *pa_out, uint64_t *ipa_out, uint8_t *fsc_out,
+                                 uint8_t *stage_out, uint8_t *reads_out) nogil
+    uint32_t s2pt_s1_memattr(uint32_t attr)
+    uint32_t s2pt_combine_memattr(const s2pt_config *s2_cfg, uint32_t s1_memattr,
+                                  uint32_t s2_field)
 
     struct s2pt_leaf:
         uint64_t ipa

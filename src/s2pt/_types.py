@@ -10,11 +10,15 @@ import numpy as np
 __all__ = [
     "Prot",
     "Access",
+    "GuestAccess",
     "MemAttr",
     "FaultKind",
     "FSC_NONE",
+    "FSC_S1PTW",
     "WalkStep",
     "Mapping",
+    "NestedStep",
+    "Translation2",
     "FaultOutcome",
     "Memslot",
     "bitmap_pages",
@@ -23,6 +27,8 @@ __all__ = [
 #: ``fsc[i]`` value in :meth:`Stage2.translate_many` for an IPA that did not fault (not a valid
 #: 6-bit fault status code).
 FSC_NONE = 0xFF
+# In translate2_many's fsc: a stage-2 fault on a stage-1 table read (ESR_EL2.ISS bit 7).
+FSC_S1PTW = 0x80
 
 
 class Prot(enum.IntFlag):
@@ -32,6 +38,11 @@ class Prot(enum.IntFlag):
 
     ``PX`` without ``UX`` (or the reverse) needs FEAT_XNX: a VM made with ``xnx=True``;
     without it they must go together (``X``), as one XN bit then governs both.
+
+    Stage 1 (:class:`Stage1`) reads the same flags in its own format: ``R`` is required (a
+    stage-1 leaf always grants EL1 read), ``W`` clears AP[2], ``USER`` sets AP[1] (EL0 may
+    read, and write with ``W``), ``PX`` / ``UX`` clear PXN / UXN. A page EL0 may write is
+    never executable at EL1 (the implicit PXN), whatever ``PX`` says.
     """
 
     NONE = 0
@@ -44,6 +55,7 @@ class Prot(enum.IntFlag):
     RX = R | X
     WX = W | X
     RWX = R | W | X
+    USER = 0x10  #: stage 1 only: EL0 access (AP[1])
 
 
 class Access(enum.IntEnum):
@@ -53,6 +65,19 @@ class Access(enum.IntEnum):
     WRITE = 1
     EXEC = 2  #: instruction fetch at EL1 (needs ``Prot.PX``)
     EXEC_EL0 = 3  #: instruction fetch at EL0 (needs ``Prot.UX``)
+
+
+class GuestAccess(enum.IntEnum):
+    """An access a guest makes at EL1 or EL0 with stage 1 on: :meth:`Stage1.translate` and
+    :meth:`Stage2.translate2`. The first four equal :class:`Access`; EL0 data accesses need
+    ``Prot.USER`` at stage 1, and stage 2 checks them as reads and writes (S2AP has no EL)."""
+
+    READ = 0
+    WRITE = 1
+    EXEC = 2
+    EXEC_EL0 = 3
+    READ_EL0 = 4
+    WRITE_EL0 = 5
 
 
 class MemAttr(enum.IntEnum):
@@ -126,6 +151,42 @@ class Mapping(NamedTuple):
         return (f"Mapping(ipa={self.ipa:#x}, pa={self.pa:#x}, size={self.size:#x}, "
                 f"level={self.level}, prot={self.prot!r}, memattr={self.memattr!r}, af={self.af}, "
                 f"sw={self.sw})")
+
+
+class NestedStep(NamedTuple):
+    """One descriptor read of the two-dimensional walk, in the order hardware makes them."""
+
+    stage: int  #: 1 or 2
+    level: int  #: lookup level within that stage
+    ipa: int  #: stage 2: the IPA this walk translates; stage 1: the descriptor's IPA
+    desc_pa: int  #: PA of the descriptor read
+    desc: int  #: its value
+
+    def __repr__(self) -> str:
+        return (f"NestedStep(stage={self.stage}, level={self.level}, ipa={self.ipa:#x}, "
+                f"desc_pa={self.desc_pa:#x}, desc={self.desc:#x})")
+
+
+class Translation2(NamedTuple):
+    """A VA translated through both stages (:meth:`Stage2.translate2`).
+
+    ``s1`` is the stage-1 leaf (its ``pa`` is the IPA, ``memattr`` the MAIR index), ``s2``
+    the stage-2 leaf of the output. ``prot`` is what both stages grant, in stage-1 terms
+    (``R``/``W`` at EL1, ``USER`` for EL0 data access, ``PX``/``UX`` for EL1/EL0 execute);
+    ``memattr`` the combined memory type (MAIR attribute with stage 2's MemAttr, per FWB).
+    ``steps`` are the reads made, up to 24 for 4 + 4 levels."""
+
+    pa: int
+    ipa: int
+    s1: object
+    s2: object
+    prot: Prot
+    memattr: int
+    steps: tuple
+
+    def __repr__(self) -> str:
+        return (f"Translation2(pa={self.pa:#x}, ipa={self.ipa:#x}, prot={self.prot!r}, "
+                f"memattr={self.memattr!r}, {len(self.steps)} steps)")
 
 
 class FaultOutcome(enum.IntEnum):

@@ -14,6 +14,7 @@ __all__ = [
     "PoolExhaustedError",
     "ConfigError",
     "Stage2Fault",
+    "Stage1Fault",
     "InvariantError",
     "DestroyedError",
     "PoolBusyError",
@@ -73,25 +74,67 @@ class Stage2Fault(S2ptError):
     """A stage-2 fault, as hardware would report it.
 
     ``kind`` is a :class:`FaultKind`, ``level`` the lookup level, ``fsc`` the ESR fault status
-    code and ``ipa`` the faulting IPA.
+    code and ``ipa`` the faulting IPA (HPFAR_EL2). From the nested walk
+    (:meth:`Stage2.translate2`) ``va`` is the guest's VA (FAR) and ``s1ptw`` says the fault
+    hit a stage-1 table read (ESR_EL2.ISS.S1PTW; ``ipa`` is then that descriptor's IPA);
+    otherwise ``va`` is None and ``s1ptw`` False.
     """
 
     code = -6
+    stage = 2
 
-    def __init__(self, kind: int, level: int, fsc: int, ipa: int, message: str | None = None):
+    def __init__(self, kind: int, level: int, fsc: int, ipa: int, message: str | None = None,
+                 *, va: int | None = None, s1ptw: bool = False):
         self.kind = FaultKind(kind)
         self.level = level
         self.fsc = fsc
         self.ipa = ipa
+        self.va = va
+        self.s1ptw = bool(s1ptw)
         if message is None:
+            where = "" if va is None else f" (VA {va:#x}{', stage-1 table walk' if s1ptw else ''})"
             message = (
                 f"stage-2 {self.kind.name.lower().replace('_', ' ')} fault at level {level}"
-                f" (FSC {fsc:#04x}) for IPA {ipa:#x}"
+                f" (FSC {fsc:#04x}) for IPA {ipa:#x}{where}"
             )
         super().__init__(message)
 
     def __reduce__(self):
-        return (type(self), (int(self.kind), self.level, self.fsc, self.ipa, str(self)))
+        return (_rebuild_fault, (type(self), (int(self.kind), self.level, self.fsc, self.ipa,
+                                              str(self)),
+                                 {"va": self.va, "s1ptw": self.s1ptw}))
+
+
+class Stage1Fault(S2ptError):
+    """A stage-1 fault (reported to EL1: ESR_EL1 and FAR_EL1): ``kind``, ``level`` and
+    ``fsc`` of the stage-1 walk and the faulting ``va``. ``stage`` is 1, ``s1ptw`` False and
+    ``ipa`` None, so handlers can read both fault classes alike. Raised by
+    :meth:`Stage1.translate` and :meth:`Stage2.translate2`; the C core's code is
+    S2PT_EFAULT, as for :class:`Stage2Fault` (which ``error_class`` returns for it)."""
+
+    code = -6
+    stage = 1
+    s1ptw = False
+    ipa = None
+
+    def __init__(self, kind: int, level: int, fsc: int, va: int, message: str | None = None):
+        self.kind = FaultKind(kind)
+        self.level = level
+        self.fsc = fsc
+        self.va = va
+        if message is None:
+            message = (
+                f"stage-1 {self.kind.name.lower().replace('_', ' ')} fault at level {level}"
+                f" (FSC {fsc:#04x}) for VA {va:#x}"
+            )
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (int(self.kind), self.level, self.fsc, self.va, str(self)))
+
+
+def _rebuild_fault(cls, args, kwargs):
+    return cls(*args, **kwargs)
 
 
 class InvariantError(S2ptError, AssertionError):
