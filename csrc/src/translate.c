@@ -731,9 +731,9 @@ int s2pt_translate2(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1
 /*
  * What a batch may remember while nothing changes the tables (the call holds both pools):
  * the stage-2 translation of each stage-1 table page it read through (a direct-mapped memo),
- * and, per stage-1 level, the last table descriptor it followed. Both are exact: they only
- * skip re-reading descriptors whose values cannot have changed. The read counts reported
- * are those of the uncached walk, as hardware without walk caches makes them.
+ * and, per level of each stage, the last table descriptor it followed. Both are exact: they
+ * only skip re-reading descriptors whose values cannot have changed. The read counts
+ * reported are those of the uncached walk, as hardware without walk caches makes them.
  */
 #define S2PT_MEMO_WAYS 64
 
@@ -742,11 +742,11 @@ struct s2memo {
 	uint32_t reads; /* descriptors the stage-2 walk of it reads */
 };
 
-struct s1prefix {
-	uint64_t key;          /* va >> level shift of the descriptor followed; ~0: empty */
+struct walk_prefix {
+	uint64_t key;          /* input >> level shift of the descriptor followed; ~0: empty */
 	const uint64_t *table; /* the next level's table */
-	uint64_t table_ipa;
-	uint32_t reads;        /* reads of the uncached walk up to and including it */
+	uint64_t table_addr;  /* its address (an IPA at stage 1) */
+	uint32_t reads;        /* reads of this stage's uncached walk up to and including it */
 };
 
 /* Whether stage 2 lets a table walk read @ipa (0), through the memo; adds its reads. */
@@ -793,12 +793,14 @@ struct lane2 {
 /*
  * From @table at @level down to @in's leaf descriptor: read above level 3, left pending
  * (prefetched) at level 3. The stage-1 walk passes @s2 and @memo, which check each read
- * through stage 2, and @prefix, which remembers the tables followed; stage 2 passes NULLs
- * (the compiler drops the hooks). Adds the reads to @l->reads; 0, or 1 off the path.
+ * through stage 2 (stage 2 passes NULLs: the compiler drops the hook). @prefix remembers
+ * the tables followed, with the reads of the walk up to them (counted from @base, what
+ * @l->reads held when this stage's walk began). 0, or 1 off the path.
  */
 static inline int descend(const struct s2pt_pgtable *pt, const struct s2pt_pgtable *s2,
-			  struct s2memo *memo, struct s1prefix *prefix, uint64_t in,
-			  const uint64_t *table, uint64_t table_pa, int level, struct lane2 *l)
+			  struct s2memo *memo, struct walk_prefix *prefix, uint64_t in,
+			  const uint64_t *table, uint64_t table_pa, int level, uint32_t base,
+			  struct lane2 *l)
 {
 	const struct s2pt_config *cfg = &pt->cfg;
 
@@ -819,9 +821,8 @@ static inline int descend(const struct s2pt_pgtable *pt, const struct s2pt_pgtab
 		case STEP_TABLE:
 			table = s2pt__table_ptr(pt->pool, addr);
 			table_pa = addr;
-			if (prefix)
-				prefix[level] = (struct s1prefix){in >> s2pt_level_shift(cfg, level),
-								 table, addr, l->reads};
+			prefix[level] = (struct walk_prefix){in >> s2pt_level_shift(cfg, level), table,
+							 addr, l->reads - base};
 			level++;
 			continue;
 		case STEP_LEAF:
@@ -837,32 +838,43 @@ static inline int descend(const struct s2pt_pgtable *pt, const struct s2pt_pgtab
 	return 0;
 }
 
-/* Stage 1 from the deepest table the prefix remembers for @va (else the root). */
-static inline void s1_descend(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1,
-			      struct s2memo *memo, struct s1prefix *prefix, uint64_t va,
-			      struct lane2 *l)
+/* A stage's walk of @in from the deepest table @prefix remembers for it, else the root. */
+static inline int walk_from(const struct s2pt_pgtable *pt, const struct s2pt_pgtable *s2,
+			    struct s2memo *memo, struct walk_prefix *prefix, uint64_t in,
+			    struct lane2 *l)
 {
-	const struct s2pt_config *cfg = &s1->cfg;
+	const struct s2pt_config *cfg = &pt->cfg;
+	uint32_t base = l->reads;
 
-	l->slow = 1;
-	l->reads = 0;
-	if (S2PT_UNLIKELY(va >> cfg->ipa_bits))
-		return;
 	for (int lv = 2; lv >= cfg->start_level; lv--) {
-		const struct s1prefix *p = &prefix[lv];
+		const struct walk_prefix *p = &prefix[lv];
 
-		if (p->key == va >> s2pt_level_shift(cfg, lv)) {
-			l->reads = p->reads;
-			l->slow = descend(s1, s2, memo, prefix, va, p->table, p->table_ipa, lv + 1, l);
-			return;
+		if (p->key == in >> s2pt_level_shift(cfg, lv)) {
+			l->reads = base + p->reads;
+			return descend(pt, s2, memo, prefix, in, p->table, p->table_addr, lv + 1,
+				       base, l);
 		}
 	}
-	l->slow = descend(s1, s2, memo, prefix, va, s1->root, s1->root_pa, cfg->start_level, l);
+	return descend(pt, s2, memo, prefix, in, pt->root, pt->root_pa, cfg->start_level, base,
+		       l);
+}
+
+/* Stage 1 down to the leaf descriptor of @va. */
+static inline void s1_descend(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1,
+			      struct s2memo *memo, struct walk_prefix *prefix, uint64_t va,
+			      struct lane2 *l)
+{
+	l->slow = 1;
+	l->reads = 0;
+	if (S2PT_UNLIKELY(va >> s1->cfg.ipa_bits))
+		return;
+	l->slow = walk_from(s1, s2, memo, prefix, va, l);
 }
 
 /* The stage-1 leaf and its check, then stage 2 down to the output's leaf descriptor. */
 static inline void s2_descend(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1,
-			      uint64_t va, uint32_t access, struct lane2 *l)
+			      struct walk_prefix *prefix, uint64_t va, uint32_t access,
+			      struct lane2 *l)
 {
 	uint64_t pte = l->desc ? *l->desc : l->pte, addr, span;
 	uint32_t kind;
@@ -874,8 +886,7 @@ static inline void s2_descend(const struct s2pt_pgtable *s2, const struct s2pt_p
 	l->ipa = (addr & ~(span - 1)) | (va & (span - 1));
 	if (S2PT_UNLIKELY(l->ipa >> s2->cfg.ipa_bits))
 		return;
-	l->slow = descend(s2, NULL, NULL, NULL, l->ipa, s2->root, s2->root_pa,
-			  s2->cfg.start_level, l);
+	l->slow = walk_from(s2, NULL, NULL, prefix, l->ipa, l);
 }
 
 /* The output's leaf and its check: the PA, or @slow. */
@@ -900,7 +911,7 @@ int64_t s2pt_translate2_many(const struct s2pt_pgtable *s2, const struct s2pt_pg
 			     uint8_t *reads_out)
 {
 	struct s2memo memo[S2PT_MEMO_WAYS];
-	struct s1prefix prefix[S2PT_MAX_LEVELS];
+	struct walk_prefix prefix[S2PT_MAX_LEVELS], prefix2[S2PT_MAX_LEVELS];
 	int64_t faults = 0;
 
 	if (s1->destroyed || s2->destroyed)
@@ -911,7 +922,7 @@ int64_t s2pt_translate2_many(const struct s2pt_pgtable *s2, const struct s2pt_pg
 	for (uint32_t i = 0; i < S2PT_MEMO_WAYS; i++)
 		memo[i].page = ~0ull;
 	for (uint32_t i = 0; i < S2PT_MAX_LEVELS; i++)
-		prefix[i].key = ~0ull;
+		prefix[i].key = prefix2[i].key = ~0ull;
 	for (size_t base = 0; base < n; base += S2PT_BATCH_LANES) {
 		struct lane2 lane[S2PT_BATCH_LANES];
 		uint32_t m = n - base < S2PT_BATCH_LANES ? (uint32_t)(n - base) : S2PT_BATCH_LANES;
@@ -920,7 +931,7 @@ int64_t s2pt_translate2_many(const struct s2pt_pgtable *s2, const struct s2pt_pg
 			s1_descend(s2, s1, memo, prefix, vas[base + g], &lane[g]);
 		for (uint32_t g = 0; g < m; g++)
 			if (!lane[g].slow)
-				s2_descend(s2, s1, vas[base + g], access, &lane[g]);
+				s2_descend(s2, s1, prefix2, vas[base + g], access, &lane[g]);
 		for (uint32_t g = 0; g < m; g++) {
 			size_t i = base + g;
 			struct s2pt_nested_step steps[S2PT_MAX_NESTED_STEPS];

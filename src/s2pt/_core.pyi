@@ -479,6 +479,10 @@ class Stage1:
 #: Format version of pickled states and s2pt.save files (newer ones are refused).
 STATE_VERSION: int
 
+class _PointerChase:
+    def __init__(self, memory: npt.NDArray[np.uint64], offsets: npt.NDArray[np.uint64]) -> None: ...
+    def run(self) -> int: ...
+
 class _Floor:
     """The per-call benchmark floor: a method with three integer arguments doing nothing."""
     def call(self, a: int, b: int, c: int) -> None: ...

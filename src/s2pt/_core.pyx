@@ -2303,6 +2303,35 @@ cdef class _Floor:
         pass
 
 
+cdef class _PointerChase:
+    """The baseline of a walk's memory reads: one load per entry of ``offsets`` (word
+    indexes into ``memory``), each address depending on the value the previous load
+    returned (``memory`` is all zeros, so the dependency costs one add). Both are checked
+    once here, so the loop needs no bounds."""
+
+    cdef const uint64_t[::1] memory
+    cdef const uint64_t[::1] offsets
+
+    def __init__(self, memory, offsets):
+        cdef const uint64_t[::1] m = _u64_array(memory)
+        cdef const uint64_t[::1] o = _u64_array(offsets)
+        if m.shape[0] == 0 or np.any(np.asarray(memory)):
+            raise InvalidArgumentError("memory must be a non-empty array of zeros")
+        if o.shape[0] and int(np.max(offsets)) >= m.shape[0]:
+            raise InvalidArgumentError("offsets must index memory")
+        self.memory, self.offsets = m, o
+
+    def run(self):
+        """Every load, in order, without the GIL; returns the last value (0) so that the
+        loads cannot be dropped."""
+        cdef uint64_t value = 0
+        cdef Py_ssize_t k
+        with nogil:
+            for k in range(self.offsets.shape[0]):
+                value = self.memory[self.offsets[k] + value]
+        return value
+
+
 
 # ---- state that travels: pickle, copy.deepcopy, s2pt.save / s2pt.load ---------------------
 
