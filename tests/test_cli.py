@@ -66,6 +66,27 @@ def test_demo_4k_facts(capsys):
     assert "table pages 8 -> 9" in out
 
 
+
+@pytest.mark.parametrize("granule,s1_levels,s2_levels", [(4096, 4, 4), (16384, 4, 3),
+                                                          (65536, 3, 3)])  # 16K: 2 roots
+def test_demo_nested_walk(capsys, granule, s1_levels, s2_levels):
+    """The nested demo prints one read per row: levels * (stage-2 levels + 1) + stage-2
+    levels of them (24 for 4 + 4), stage 2 before each stage-1 read, and the faults with
+    their stage; stage 2 losing the last-level table page is an S1PTW fault at level 3."""
+    out = run(capsys, "demo", "--nested", "--granule", str(granule))
+    reads = s1_levels * (s2_levels + 1) + s2_levels
+    assert f"{reads} descriptor reads, in the order hardware makes them" in out
+    rows = re.findall(r"^\s+(\d+)\s+S([12])\s+L(\d)\s", out, re.M)
+    assert [int(n) for n, _, _ in rows] == list(range(1, reads + 1))
+    stages = "".join(stage for _, stage, _ in rows)
+    assert stages == ("2" * s2_levels + "1") * s1_levels + "2" * s2_levels
+    assert [int(lv) for _, stage, lv in rows if stage == "1"] == list(
+        range(4 - s1_levels, 4))
+    assert re.search(r"last-level table:\s+stage 2, translation fault at level 3, FSC 0x07, "
+                     r"S1PTW 1", out)
+    assert re.search(r"read-only:\s+stage 1, permission fault at level 3, FSC 0x0f", out)
+    assert f"{reads} descriptor reads each" in out and "consistent" in out
+
 def test_python_dash_m(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "s2pt", "geometry", "--ipa-bits", "40"],
                           capture_output=True, text=True, cwd=tmp_path, check=True)

@@ -166,11 +166,91 @@ def _mmu_demo(pt: Stage2, out) -> None:
         f"slots left {len(pt.memslots())}")
 
 
+def _desc_kind(desc: int, level: int) -> str:
+    if not desc & 1:
+        return "invalid"
+    return ("table" if level < 3 else "page") if desc & 2 else "block"
+
+
+def _nested_demo(g: int, out) -> int:
+    """One guest access walked through both stages, read by read; then the faults that
+    name their stage (S1PTW among them) and a batch of accesses."""
+    import numpy as np
+
+    from . import GuestAccess, PagePool, Stage1, Stage1Fault
+
+    ram_ipa, ram_pa, ram = 0x4000_0000, 0x8_0000_0000, 1 * GiB
+    tables_ipa = ram_ipa + ram - 64 * g        # the guest keeps its page tables in its RAM
+    vm = Stage2(ipa_bits=48, granule=g, pa_bits=48, vmid=7)
+    s1 = Stage1(va_bits=48, granule=g, ips_bits=48, asid=3, pool=PagePool(64, g, tables_ipa))
+    vm.map(ram_ipa, ram_pa, ram, blocks=False)  # no huge pages behind the guest's RAM
+    out(f"VM: 48-bit IPA, {_size(g)} granule: {vm.levels} stage-2 levels from level "
+        f"{vm.start_level}; guest RAM {_size(ram)} at IPA {ram_ipa:#x} -> PA {ram_pa:#x} "
+        f"in {_size(g)} pages")
+    out(f"  VTCR_EL2 = {vm.vtcr:#x}   VTTBR_EL2 = {vm.vttbr:#x}")
+    out(f"Guest: 48-bit VA, {_size(g)} granule: {s1.levels} stage-1 levels from level "
+        f"{s1.start_level}; its tables in its own RAM from IPA {tables_ipa:#x}")
+    out(f"  TCR_EL1 = {s1.tcr:#x}   TTBR0_EL1 = {s1.ttbr:#x}   MAIR_EL1 = {s1.mair:#x}")
+
+    va, data_ipa = 0x0000_7FFF_F012_3000 & ~(g - 1), ram_ipa + 0x0123_4000 & ~(g - 1)
+    s1.map(va, data_ipa, 4 * g, Prot.RW, user=True, blocks=False)
+    out(f"  guest map  VA {va:#x} -> IPA {data_ipa:#x}  {_size(4 * g)} RW, EL0 too")
+    access = va + 0x5A8
+    t = vm.translate2(access, s1, GuestAccess.READ_EL0)
+    out(f"\nAn EL0 read of VA {access:#x} -> IPA {t.ipa:#x} -> PA {t.pa:#x}: "
+        f"{len(t.steps)} descriptor reads, in the order hardware makes them")
+    out("(IPA: what a stage-2 walk translates; of a stage-1 read, the descriptor's own IPA)")
+    out(f"  {'#':>3}  {'stage':<5} {'level':<5} {'IPA':<16} {'descriptor PA':<16} "
+        f"{'descriptor':<18}  kind")
+    for i, step in enumerate(t.steps, 1):
+        out(f"  {i:>3}  S{step.stage:<4} L{step.level:<4} {step.ipa:<#16x} {step.desc_pa:<#16x} "
+            f"{step.desc:#018x}  {_desc_kind(step.desc, step.level)}")
+    memattr = MemAttr(t.memattr).name if t.memattr in set(MemAttr) else hex(t.memattr)
+    out(f"  both stages grant {_prot(t.prot)}{' (EL0 too)' if t.prot & Prot.USER else ''}; "
+        f"memory type {memattr}")
+
+    out("\nFaults, each with its stage (what ESR_EL1, or ESR_EL2 and HPFAR_EL2, would say):")
+    s1.map(va + 8 * g, data_ipa + 8 * g, g, Prot.R)
+    s1.map(va + 9 * g, ram_ipa + ram + 16 * g, g, Prot.RW)
+    table_ipa = s1.walk(va)[-1].table_pa
+    cases = [
+        (va + 8 * g, GuestAccess.WRITE, "write to a page stage 1 maps read-only", None),
+        (va + 8 * g, GuestAccess.READ_EL0, "EL0 read of a page without AP[1]", None),
+        (va + 64 * g, GuestAccess.READ, "a VA stage 1 does not map", None),
+        (va + 9 * g, GuestAccess.READ, "an output IPA beyond the guest's RAM", None),
+        (va, GuestAccess.READ, "stage 2 no longer maps the guest's last-level table",
+         table_ipa),
+    ]
+    for a, acc, why, unmap in cases:
+        if unmap is not None:
+            vm.unmap(unmap, g)
+        try:
+            vm.translate2(a, s1, acc)
+        except (Stage1Fault, Stage2Fault) as f:
+            extra = (f", S1PTW {int(f.s1ptw)}, IPA {f.ipa:#x}" if f.stage == 2 else "")
+            out(f"  {why + ':':<54} stage {f.stage}, {f.kind.name.lower()} fault at level "
+                f"{f.level}, FSC {f.fsc:#04x}{extra}")
+        if unmap is not None:
+            vm.map(unmap, ram_pa + (unmap - ram_ipa), g)
+
+    vas = np.arange(va, va + 4 * g, g // 4, dtype=np.uint64)
+    pa, fsc, stage, reads = vm.translate2_many(vas, s1, GuestAccess.READ)
+    out(f"\ntranslate2_many over {len(vas)} VAs in one C call: {int((stage == 0).sum())} "
+        f"translated, {int(reads[0])} descriptor reads each as hardware without walk caches "
+        f"makes them")
+    s1.check()
+    vm.check()
+    out("check(): both stages' refcounts, tables and descriptors are consistent.")
+    return 0
+
 def demo(args: argparse.Namespace) -> int:
     """A VM with a realistic guest layout, its walks, its faults and its table pages; then a
-    live-migration round and an aging scan on a memslot."""
+    live-migration round and an aging scan on a memslot. ``--nested``: the two-dimensional
+    walk of a guest access instead."""
     out = print
     g = args.granule
+    if args.nested:
+        return _nested_demo(g, out)
     pt = Stage2(ipa_bits=40, granule=g, pa_bits=48, vmid=7)
 
     def counts(label: str) -> None:
@@ -406,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="a VM with a guest layout: walks, faults, unmaps, "
                                     "dirty logging, aging")
     p.add_argument("--granule", type=int, default=4096, choices=(4096, 16384, 65536))
+    p.add_argument("--nested", action="store_true",
+                   help="a guest's stage 1 on top: one access read by read through both stages")
     p.set_defaults(func=demo)
 
     p = sub.add_parser("ptdump", help="a VM's tables in KVM's stage-2 ptdump format")
