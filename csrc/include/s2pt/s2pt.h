@@ -58,7 +58,8 @@
  *    test_clear_young with mkold, young_bitmap with clear, relax_perms, split, collapse), the
  *    MMU's abort handler and dirty-log calls, init, attach, restore and destroy.
  *  - Read-only calls (s2pt_translate*, s2pt_lookup, s2pt_walk_path, s2pt_leaves, s2pt_stats,
- *    s2pt_dump, s2pt_check, s2pt_owner) may overlap each other, but not a change.
+ *    s2pt_dump, s2pt_check, s2pt_owner) may overlap each other, but not a change. The nested
+ *    walks (s2pt_translate2*) read both tables: no change may run in either one's pool.
  *  - The Python package serialises with one lock per pool and releases the GIL in its bulk
  *    calls. The copy of the core that s2pt.get_library_dir() ships is separate: the pools a
  *    program makes with it are its own to serialise.
