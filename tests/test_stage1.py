@@ -432,3 +432,100 @@ def test_translate2_many_bad_input():
     s1.destroy()
     with pytest.raises(s2pt.DestroyedError):
         vm.translate2_many(vas, s1)
+
+
+# -- TTBR1 and the regime ------------------------------------------------------------------
+
+@pytest.mark.parametrize("granule,tg1", [(4096, 0b10), (16384, 0b01), (65536, 0b11)])
+def test_ttbr1_tcr_half(granule, tg1):
+    hi = s2pt.Stage1(va_bits=39, granule=granule, ips_bits=40, ttbr=1,
+                     pool=s2pt.PagePool(4, granule, S1_IPA))
+    tcr = hi.tcr
+    assert (tcr >> 16) & 0x3F == 25 and (tcr >> 30) & 3 == tg1     # T1SZ, TG1 (not TG0's code)
+    assert (tcr >> 24) & 3 == 1 and (tcr >> 26) & 3 == 1 and (tcr >> 28) & 3 == 3
+    assert tcr & 0xFFFF == 1 << 7                                    # EPD0; no TTBR0 fields
+    assert (tcr >> 23) & 1 == 0 and (tcr >> 32) & 7 == 0b010        # EPD1 clear; IPS 40 bits
+    assert hi.va_start == (1 << 64) - (1 << 39) and hi.ttbr_index == 1
+
+
+def regime_guest():
+    vm = s2pt.Stage2(ipa_bits=40, pool=s2pt.PagePool(64, 4096, 1 << 32))
+    lo = s2pt.Stage1(va_bits=39, asid=4, pool=s2pt.PagePool(16, 4096, S1_IPA))
+    hi = s2pt.Stage1(va_bits=39, asid=4, ttbr=1, pool=s2pt.PagePool(16, 4096, S1_IPA + MiB))
+    vm.map(S1_IPA, S1_PA, 2 * MiB, blocks=False)
+    vm.map(DATA_IPA, DATA_PA, 2 * MiB, blocks=False)
+    return vm, lo, hi
+
+
+def test_ttbr1_tables_take_whole_vas():
+    vm, lo, hi = regime_guest()
+    top = (1 << 64) - 4 * KiB
+    hi.map(top, DATA_IPA + 0x3000, 4 * KiB)                          # the last page of the VA space
+    hi.map(hi.va_start, DATA_IPA, 4 * KiB, Prot.R)
+    assert [(m.ipa, m.pa) for m in hi.mappings()] == [(hi.va_start, DATA_IPA),
+                                                     (top, DATA_IPA + 0x3000)]
+    assert hi.translate(top + 8).pa == DATA_IPA + 0x3008
+    walk = hi.walk(top)
+    assert [s.index for s in walk] == [511, 511, 511]                # the last entry per level
+    with pytest.raises(s2pt.RangeError):
+        hi.map(0x1000, DATA_IPA, 4 * KiB)                            # a low VA
+    with pytest.raises(s2pt.RangeError):
+        hi.map(top, DATA_IPA, 8 * KiB)                               # past 2**64
+    with pytest.raises(s2pt.Stage1Fault) as info:
+        hi.translate(top - 4 * KiB)
+    assert info.value.va == top - 4 * KiB and info.value.fsc == 0x07
+    assert hi.table_pages == 1 + 2 * 2                               # root; L2 + L3 per end
+    assert hi.unmap(top, 4 * KiB) == 4 * KiB and hi.table_pages == 3
+    hi.check()
+
+
+def test_regime_picks_the_half_by_va55():
+    vm, lo, hi = regime_guest()
+    lo.map(0x1000, DATA_IPA + 0x1000, 4 * KiB)
+    hi.map((1 << 64) - 4 * KiB, DATA_IPA + 0x2000, 4 * KiB)
+    rg = s2pt.Regime(lo, hi)
+    regs = rg.registers()
+    assert regs["TTBR0_EL1"] == lo.ttbr and regs["TTBR1_EL1"] == hi.ttbr
+    assert regs["TTBR1_EL1"] >> 48 == 4 and regs["MAIR_EL1"] == s2pt.DEFAULT_MAIR
+    tcr = rg.tcr
+    assert tcr & 0x3F == 25 and (tcr >> 16) & 0x3F == 25 and (tcr >> 7) & 1 == 0
+    assert (tcr >> 23) & 1 == 0 and (tcr >> 14) & 3 == 0 and (tcr >> 30) & 3 == 0b10
+    assert vm.translate2(0x1010, rg).pa == DATA_PA + 0x1010
+    t = vm.translate2((1 << 64) - 8, rg)
+    assert t.pa == DATA_PA + 0x2FF8 and len(t.steps) == 3 * (3 + 1) + 3
+    assert vm.translate2((1 << 64) - 8, hi).pa == t.pa                # a Stage1 is its own half
+    # Bits above the VA size must all equal VA[55] (no TBI); a half without tables faults.
+    for bad in (0xFF00_0000_0000_1000, 0x8080_0000_0000_1000, 1 << 39):
+        with pytest.raises(s2pt.Stage1Fault) as info:
+            vm.translate2(bad, rg)
+        assert (info.value.fsc, info.value.va) == (0x04, bad)
+    with pytest.raises(s2pt.Stage1Fault) as info:
+        vm.translate2((1 << 64) - 8, lo)                             # EPD1
+    assert info.value.fsc == 0x04
+    vas = np.array([0x1010, (1 << 64) - 8, 1 << 39, (1 << 64) - (1 << 39)], dtype=np.uint64)
+    pa, fsc, stage, reads = vm.translate2_many(vas, rg)
+    assert pa.tolist()[:2] == [DATA_PA + 0x1010, DATA_PA + 0x2FF8]
+    assert stage.tolist() == [0, 0, 1, 1] and fsc.tolist()[2:] == [0x04, 0x05]
+    assert reads.tolist() == [15, 15, 0, 4]                          # level-1 entry 0 is empty
+
+
+def test_regime_refuses_what_one_tcr_cannot_hold():
+    vm, lo, hi = regime_guest()
+    with pytest.raises(s2pt.InvalidArgumentError):
+        s2pt.Regime(hi, lo)                                          # each in its own half
+    with pytest.raises(s2pt.InvalidArgumentError):
+        s2pt.Regime()
+    other = s2pt.Stage1(va_bits=39, asid=5, ttbr=1, pool=s2pt.PagePool(4, 4096, S1_IPA))
+    with pytest.raises(s2pt.InvalidArgumentError):
+        s2pt.Regime(lo, other)                                       # one ASID (TCR_EL1.A1 = 0)
+    mair = s2pt.Stage1(va_bits=39, asid=4, ttbr=1, mair=0xFF,
+                       pool=s2pt.PagePool(4, 4096, S1_IPA))
+    with pytest.raises(s2pt.InvalidArgumentError):
+        s2pt.Regime(lo, mair)
+    assert s2pt.Regime(lo, mair, mair=0x44).mair == 0x44
+    with pytest.raises(s2pt.ArgumentTypeError):
+        s2pt.Regime(vm)
+    with pytest.raises(s2pt.InvalidArgumentError):
+        s2pt.Stage1(ttbr=2)
+    with pytest.raises(TypeError):
+        vm.translate2(0x1000, object())

@@ -38,6 +38,12 @@ static uint32_t tg0_of(uint32_t granule_shift)
 	return granule_shift == 12 ? 0u : granule_shift == 16 ? 1u : 2u;
 }
 
+/* TCR_EL1.TG1 encodes the granules in another order than TG0: 0b01 16K, 0b10 4K, 0b11 64K. */
+static uint32_t tg1_of(uint32_t granule_shift)
+{
+	return granule_shift == 12 ? 2u : granule_shift == 14 ? 1u : 3u;
+}
+
 /* SL0 counts down from the granule's base level: 2 for 4K, 3 for 16K and 64K. */
 static uint32_t sl0_base(uint32_t granule_shift)
 {
@@ -221,7 +227,8 @@ int s2pt_s1_config_init(struct s2pt_config *cfg, uint32_t va_bits, uint32_t gran
 
 	memset(&c, 0, sizeof(c));
 	if (gshift < 0 || ips < 0 || asid > 0xffff ||
-	    (flags & ~(S2PT_CONFIG_LPA2 | S2PT_CONFIG_NO_TLBIRANGE)) || (lpa2 && gshift == 16))
+	    (flags & ~(S2PT_CONFIG_LPA2 | S2PT_CONFIG_TTBR1 | S2PT_CONFIG_NO_TLBIRANGE)) ||
+	    (lpa2 && gshift == 16))
 		return S2PT_ECONFIG;
 	/* A 52-bit output needs a descriptor that holds it (64K FEAT_LPA, or LPA2). */
 	if (ips_bits == 52 && gshift != 16 && !lpa2)
@@ -246,10 +253,16 @@ int s2pt_s1_config_init(struct s2pt_config *cfg, uint32_t va_bits, uint32_t gran
 	formats(&c);
 	c.t0sz = 64 - va_bits;
 	c.sl0 = 0;
-	c.vtcr = (uint64_t)c.t0sz << S2PT_TCR_T0SZ_SHIFT | 1ull << S2PT_TCR_IRGN0_SHIFT |
-		 1ull << S2PT_TCR_ORGN0_SHIFT | 3ull << S2PT_TCR_SH0_SHIFT |
-		 (uint64_t)tg0_of(c.granule_shift) << S2PT_TCR_TG0_SHIFT | S2PT_TCR_EPD1 |
-		 (uint64_t)ips << S2PT_TCR_IPS_SHIFT;
+	/* Walks cacheable write-back read/write-allocate, inner shareable; the other half off. */
+	if (flags & S2PT_CONFIG_TTBR1)
+		c.vtcr = (uint64_t)c.t0sz << S2PT_TCR_T1SZ_SHIFT | 1ull << S2PT_TCR_IRGN1_SHIFT |
+			 1ull << S2PT_TCR_ORGN1_SHIFT | 3ull << S2PT_TCR_SH1_SHIFT |
+			 (uint64_t)tg1_of(c.granule_shift) << S2PT_TCR_TG1_SHIFT | S2PT_TCR_EPD0;
+	else
+		c.vtcr = (uint64_t)c.t0sz << S2PT_TCR_T0SZ_SHIFT | 1ull << S2PT_TCR_IRGN0_SHIFT |
+			 1ull << S2PT_TCR_ORGN0_SHIFT | 3ull << S2PT_TCR_SH0_SHIFT |
+			 (uint64_t)tg0_of(c.granule_shift) << S2PT_TCR_TG0_SHIFT | S2PT_TCR_EPD1;
+	c.vtcr |= (uint64_t)ips << S2PT_TCR_IPS_SHIFT;
 	if (asid > 255)
 		c.vtcr |= S2PT_TCR_AS;
 	if (lpa2)

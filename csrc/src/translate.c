@@ -655,23 +655,66 @@ static uint32_t combine_prot(uint32_t s1, uint32_t s2)
 	return prot;
 }
 
-int s2pt_translate2(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1, uint64_t mair,
-		    uint64_t va, uint32_t access, struct s2pt_translation2 *out,
-		    struct s2pt_fault2 *f, struct s2pt_nested_step *steps, uint32_t *nsteps)
+/* Whether @r is a regime s2pt_translate2() takes (see struct s2pt_regime). */
+static int regime_ok(const struct s2pt_regime *r)
+{
+	const struct s2pt_pgtable *t0 = r->ttbr0, *t1 = r->ttbr1;
+
+	if (!t0 && !t1)
+		return 0;
+	if (t0 && (!s2pt_is_stage1(&t0->cfg) || (t0->cfg.flags & S2PT_CONFIG_TTBR1)))
+		return 0;
+	return !t1 || (s2pt_is_stage1(&t1->cfg) && (t1->cfg.flags & S2PT_CONFIG_TTBR1));
+}
+
+static int regime_destroyed(const struct s2pt_regime *r)
+{
+	return (r->ttbr0 && r->ttbr0->destroyed) || (r->ttbr1 && r->ttbr1->destroyed);
+}
+
+/*
+ * The table of @va's half (VA[55]) and the input its walk indexes (@va's low VA-size bits),
+ * or NULL: no table there (EPDx), or bits above the VA size other than VA[55] (no TBI).
+ */
+static inline const struct s2pt_pgtable *regime_table(const struct s2pt_regime *r,
+						      uint64_t va, uint64_t *in)
+{
+	int upper = (va >> 55) & 1;
+	const struct s2pt_pgtable *t = upper ? r->ttbr1 : r->ttbr0;
+	uint64_t top;
+
+	if (!t)
+		return NULL;
+	top = va >> t->cfg.ipa_bits;
+	if (top != (upper ? ~0ull >> t->cfg.ipa_bits : 0))
+		return NULL;
+	*in = va & ((1ull << t->cfg.ipa_bits) - 1);
+	return t;
+}
+
+int s2pt_translate2(const struct s2pt_pgtable *s2, const struct s2pt_regime *r, uint64_t va,
+		    uint32_t access, struct s2pt_translation2 *out, struct s2pt_fault2 *f,
+		    struct s2pt_nested_step *steps, uint32_t *nsteps)
 {
 	struct nest n = {.s2 = s2, .steps = steps};
+	const struct s2pt_pgtable *s1;
 	struct s2pt_fault f1;
-	uint64_t pte, ipa;
+	uint64_t pte, ipa, in = 0;
 	int level, ret, kind;
 
 	if (nsteps)
 		*nsteps = 0;
-	if (s1->destroyed || s2->destroyed)
-		return S2PT_EDESTROYED;
-	if (!s2pt_is_stage1(&s1->cfg) || s2pt_is_stage1(&s2->cfg) ||
-	    access > S2PT_ACCESS_WRITE_EL0 || (steps != NULL) != (nsteps != NULL))
+	if (!regime_ok(r) || s2pt_is_stage1(&s2->cfg) || access > S2PT_ACCESS_WRITE_EL0 ||
+	    (steps != NULL) != (nsteps != NULL))
 		return S2PT_EINVAL;
-	ret = walk_one(s1, va, &pte, &level, &f1, NULL, NULL, &n);
+	if (regime_destroyed(r) || s2->destroyed)
+		return S2PT_EDESTROYED;
+	s1 = regime_table(r, va, &in);
+	if (!s1) {
+		fault(&f1, S2PT_FAULT_TRANSLATION, 0, va, 0);
+		return fault2(f, 1, 0, va, &f1);
+	}
+	ret = walk_one(s1, in, &pte, &level, &f1, NULL, NULL, &n);
 	if (nsteps)
 		*nsteps = n.nsteps;
 	if (ret == S2PT_EFAULT)
@@ -683,7 +726,7 @@ int s2pt_translate2(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1
 		fault(&f1, (uint32_t)kind, level, va, pte);
 		return fault2(f, 1, 0, va, &f1);
 	}
-	fill(s1, va, pte, level, &out->s1);
+	fill(s1, in, pte, level, &out->s1);
 	ipa = out->s1.pa;
 	/* The output IPA: a stage-2 walk of its own, checked for the access itself. */
 	n.desc_pa = 0;
@@ -721,7 +764,8 @@ int s2pt_translate2(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1
 	out->ipa = ipa;
 	out->prot = combine_prot(out->s1.prot, out->s2.prot);
 	out->memattr = s2pt_combine_memattr(
-		&s2->cfg, s2pt_s1_memattr((uint32_t)(mair >> (8 * (out->s1.memattr & 7))) & 0xff),
+		&s2->cfg,
+		s2pt_s1_memattr((uint32_t)(r->mair >> (8 * (out->s1.memattr & 7))) & 0xff),
 		s2pt_pte_memattr_field(out->s2.pte));
 	return 0;
 }
@@ -782,6 +826,8 @@ static inline int memo_s2(const struct s2pt_pgtable *s2, struct s2memo *memo, ui
  * path (a fault, a broken table), which s2pt_translate2() then decides.
  */
 struct lane2 {
+	const struct s2pt_pgtable *s1; /* the VA's half of the regime */
+	uint64_t in;                   /* the input its walk indexes */
 	const uint64_t *desc; /* the pending level-3 descriptor, or NULL: @pte is the leaf */
 	uint64_t pte;
 	uint64_t ipa;
@@ -860,30 +906,31 @@ static inline int walk_from(const struct s2pt_pgtable *pt, const struct s2pt_pgt
 }
 
 /* Stage 1 down to the leaf descriptor of @va. */
-static inline void s1_descend(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1,
-			      struct s2memo *memo, struct walk_prefix *prefix, uint64_t va,
-			      struct lane2 *l)
+static inline void s1_descend(const struct s2pt_pgtable *s2, const struct s2pt_regime *r,
+			      struct s2memo *memo, struct walk_prefix (*prefix)[S2PT_MAX_LEVELS],
+			      uint64_t va, struct lane2 *l)
 {
 	l->slow = 1;
 	l->reads = 0;
-	if (S2PT_UNLIKELY(va >> s1->cfg.ipa_bits))
+	l->s1 = regime_table(r, va, &l->in);
+	if (S2PT_UNLIKELY(!l->s1))
 		return;
-	l->slow = walk_from(s1, s2, memo, prefix, va, l);
+	/* One prefix per half: their inputs index different tables. */
+	l->slow = walk_from(l->s1, s2, memo, prefix[l->s1 == r->ttbr1], l->in, l);
 }
 
 /* The stage-1 leaf and its check, then stage 2 down to the output's leaf descriptor. */
-static inline void s2_descend(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1,
-			      struct walk_prefix *prefix, uint64_t va, uint32_t access,
-			      struct lane2 *l)
+static inline void s2_descend(const struct s2pt_pgtable *s2, struct walk_prefix *prefix,
+			      uint32_t access, struct lane2 *l)
 {
 	uint64_t pte = l->desc ? *l->desc : l->pte, addr, span;
 	uint32_t kind;
 
 	l->slow = 1;
-	if (step(s1, pte, l->level, &addr, &kind) != STEP_LEAF || check_s1(pte, access))
+	if (step(l->s1, pte, l->level, &addr, &kind) != STEP_LEAF || check_s1(pte, access))
 		return;
-	span = s2pt__span(&s1->cfg, l->level);
-	l->ipa = (addr & ~(span - 1)) | (va & (span - 1));
+	span = s2pt__span(&l->s1->cfg, l->level);
+	l->ipa = (addr & ~(span - 1)) | (l->in & (span - 1));
 	if (S2PT_UNLIKELY(l->ipa >> s2->cfg.ipa_bits))
 		return;
 	l->slow = walk_from(s2, NULL, NULL, prefix, l->ipa, l);
@@ -905,33 +952,33 @@ static inline uint64_t s2_finish(const struct s2pt_pgtable *s2, uint32_t access,
 	return (addr & ~(span - 1)) | (l->ipa & (span - 1));
 }
 
-int64_t s2pt_translate2_many(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1,
+int64_t s2pt_translate2_many(const struct s2pt_pgtable *s2, const struct s2pt_regime *r,
 			     const uint64_t *vas, size_t n, uint32_t access, uint64_t *pa_out,
 			     uint64_t *ipa_out, uint8_t *fsc_out, uint8_t *stage_out,
 			     uint8_t *reads_out)
 {
 	struct s2memo memo[S2PT_MEMO_WAYS];
-	struct walk_prefix prefix[S2PT_MAX_LEVELS], prefix2[S2PT_MAX_LEVELS];
+	struct walk_prefix prefix[2][S2PT_MAX_LEVELS], prefix2[S2PT_MAX_LEVELS];
 	int64_t faults = 0;
 
-	if (s1->destroyed || s2->destroyed)
-		return S2PT_EDESTROYED;
-	if (!s2pt_is_stage1(&s1->cfg) || s2pt_is_stage1(&s2->cfg) ||
-	    access > S2PT_ACCESS_WRITE_EL0 || (n && (!vas || !pa_out || !fsc_out || !stage_out)))
+	if (!regime_ok(r) || s2pt_is_stage1(&s2->cfg) || access > S2PT_ACCESS_WRITE_EL0 ||
+	    (n && (!vas || !pa_out || !fsc_out || !stage_out)))
 		return S2PT_EINVAL;
+	if (regime_destroyed(r) || s2->destroyed)
+		return S2PT_EDESTROYED;
 	for (uint32_t i = 0; i < S2PT_MEMO_WAYS; i++)
 		memo[i].page = ~0ull;
 	for (uint32_t i = 0; i < S2PT_MAX_LEVELS; i++)
-		prefix[i].key = prefix2[i].key = ~0ull;
+		prefix[0][i].key = prefix[1][i].key = prefix2[i].key = ~0ull;
 	for (size_t base = 0; base < n; base += S2PT_BATCH_LANES) {
 		struct lane2 lane[S2PT_BATCH_LANES];
 		uint32_t m = n - base < S2PT_BATCH_LANES ? (uint32_t)(n - base) : S2PT_BATCH_LANES;
 
 		for (uint32_t g = 0; g < m; g++)
-			s1_descend(s2, s1, memo, prefix, vas[base + g], &lane[g]);
+			s1_descend(s2, r, memo, prefix, vas[base + g], &lane[g]);
 		for (uint32_t g = 0; g < m; g++)
 			if (!lane[g].slow)
-				s2_descend(s2, s1, prefix2, vas[base + g], access, &lane[g]);
+				s2_descend(s2, prefix2, access, &lane[g]);
 		for (uint32_t g = 0; g < m; g++) {
 			size_t i = base + g;
 			struct s2pt_nested_step steps[S2PT_MAX_NESTED_STEPS];
@@ -955,7 +1002,7 @@ int64_t s2pt_translate2_many(const struct s2pt_pgtable *s2, const struct s2pt_pg
 				}
 			}
 			/* The reference walk decides every other case, fault or not. */
-			ret = s2pt_translate2(s2, s1, 0, vas[i], access, &t, &f, steps, &reads);
+			ret = s2pt_translate2(s2, r, vas[i], access, &t, &f, steps, &reads);
 			if (ret && ret != S2PT_EFAULT)
 				return ret;
 			if (reads_out)

@@ -31,6 +31,7 @@
 
 struct two {
 	struct fx s2, s1;
+	struct s2pt_regime rg; /* s1 at TTBR0, MAIR_VALUE */
 };
 
 /* Stage 2 (@ipa_bits, 4K, its own pool at PA 4 GiB) and stage 1 (@va_bits, @s1_granule)
@@ -43,6 +44,7 @@ static void two_init(struct two *t, uint32_t ipa_bits, uint32_t va_bits, uint32_
 	REQUIRE_EQ(fx_init_flags(&t->s2, ipa_bits, 4096, 48, 64, 0x100000000ull, s2_flags), 0);
 	REQUIRE_EQ(fx_init_s1(&t->s1, va_bits, s1_granule, 48, S1_POOL_PAGES, S1_POOL_IPA, 9, 0),
 		   0);
+	t->rg = (struct s2pt_regime){.ttbr0 = &t->s1.pt, .mair = MAIR_VALUE};
 	REQUIRE_EQ(s2pt_map(&t->s2.pt, S1_POOL_IPA, S1_POOL_PA, s1_bytes, R | W, NORMAL,
 			    S2PT_MAP_NO_BLOCKS),
 		   0);
@@ -92,7 +94,7 @@ static void check_full_walk(uint32_t ipa_bits, uint32_t va_bits, uint32_t s1_gra
 	two_init(&t, ipa_bits, va_bits, s1_granule, 0);
 	REQUIRE_EQ(t.s1.cfg.levels, s1_levels);
 	REQUIRE_EQ(t.s2.cfg.levels, s2_levels);
-	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, VA + 0x678,
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA + 0x678,
 				   S2PT_ACCESS_READ, &out, &f, steps, &n),
 		   0);
 	/* Each stage-1 level costs a stage-2 walk plus its own read; the output one more walk. */
@@ -120,7 +122,7 @@ static void check_full_walk(uint32_t ipa_bits, uint32_t va_bits, uint32_t s1_gra
 	{
 		struct s2pt_translation2 plain;
 
-		REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, VA + 0x678,
+		REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA + 0x678,
 					   S2PT_ACCESS_READ, &plain, &f, NULL, NULL),
 			   0);
 		CHECK_EQ(plain.pa, out.pa);
@@ -169,7 +171,7 @@ TEST(nested_s1ptw_faults_name_the_table_ipa)
 	desc_ipa = s1w[2].table_pa + s1w[2].index * 8;
 	/* Translation: stage 2 no longer maps the level-2 table's page. */
 	REQUIRE_EQ(s2pt_unmap(&t.s2.pt, page, 4096, NULL), 0);
-	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, VA, S2PT_ACCESS_READ, &out, &f,
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA, S2PT_ACCESS_READ, &out, &f,
 				   steps, &n),
 		   S2PT_EFAULT);
 	CHECK_EQ(f.stage, 2u);
@@ -186,7 +188,7 @@ TEST(nested_s1ptw_faults_name_the_table_ipa)
 	/* Permission: mapped write-only at stage 2 (a table walk needs read). */
 	REQUIRE_EQ(s2pt_map(&t.s2.pt, page, S1_POOL_PA + (page - S1_POOL_IPA), 4096, W, NORMAL, 0),
 		   0);
-	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, VA, S2PT_ACCESS_WRITE, &out, &f,
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA, S2PT_ACCESS_WRITE, &out, &f,
 				   NULL, NULL),
 		   S2PT_EFAULT);
 	CHECK_EQ(f.stage, 2u);
@@ -198,7 +200,7 @@ TEST(nested_s1ptw_faults_name_the_table_ipa)
 	REQUIRE_EQ(s2pt_map(&t.s2.pt, page, S1_POOL_PA + (page - S1_POOL_IPA), 4096, R,
 			    NORMAL, S2PT_MAP_NO_AF),
 		   0);
-	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, VA, S2PT_ACCESS_READ, &out, &f,
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA, S2PT_ACCESS_READ, &out, &f,
 				   NULL, NULL),
 		   S2PT_EFAULT);
 	CHECK_EQ(f.s1ptw, 1u);
@@ -215,7 +217,7 @@ TEST(nested_stage1_faults)
 
 	two_init(&t, 40, 48, 4096, 0);
 	/* Nothing at this VA: the stage-1 walk stops at level 3 (the table exists). */
-	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, VA + 0x1000, S2PT_ACCESS_READ,
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA + 0x1000, S2PT_ACCESS_READ,
 				   &out, &f, NULL, NULL),
 		   S2PT_EFAULT);
 	CHECK_EQ(f.stage, 1u);
@@ -224,13 +226,13 @@ TEST(nested_stage1_faults)
 	CHECK_EQ(f.ipa, 0ull);
 	CHECK_EQ(f.va, VA + 0x1000);
 	/* Above the 48-bit VA: level 0 translation fault (EPD1: no TTBR1 walk). */
-	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, 1ull << 48, S2PT_ACCESS_READ,
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, 1ull << 48, S2PT_ACCESS_READ,
 				   &out, &f, NULL, NULL),
 		   S2PT_EFAULT);
 	CHECK_EQ(f.fsc, 0x04u);
 	/* EL1 executes nothing EL0 may write: stage-1 permission fault, before stage 2. */
 	REQUIRE_EQ(s2pt_protect(&t.s1.pt, VA, 4096, R | W | USER | PX | UX), 0);
-	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, VA, S2PT_ACCESS_EXEC, &out, &f,
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA, S2PT_ACCESS_EXEC, &out, &f,
 				   NULL, NULL),
 		   S2PT_EFAULT);
 	CHECK_EQ(f.stage, 1u);
@@ -239,7 +241,7 @@ TEST(nested_stage1_faults)
 	leafp = pa_ptr(&t.s1.pool, sw_table(&t.s1.pt, VA, 3) + ((VA >> 12) & 511) * 8);
 	*leafp |= 1ull << 47;
 	REQUIRE_EQ(s2pt_s1_config_init(&t.s1.pt.cfg, 48, 4096, 40, 9, 0), 0); /* IPS 40 */
-	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, VA, S2PT_ACCESS_READ, &out, &f,
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA, S2PT_ACCESS_READ, &out, &f,
 				   NULL, NULL),
 		   S2PT_EFAULT);
 	CHECK_EQ(f.stage, 1u);
@@ -258,7 +260,7 @@ TEST(nested_final_stage2_faults)
 	two_init(&t, 40, 48, 4096, 0);
 	/* EL0 write: stage 1 allows it (USER, W); stage 2 made read-only. */
 	REQUIRE_EQ(s2pt_protect(&t.s2.pt, DATA_IPA, MiB(2), R), 0);
-	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, VA + 8, S2PT_ACCESS_WRITE_EL0,
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA + 8, S2PT_ACCESS_WRITE_EL0,
 				   &out, &f, NULL, NULL),
 		   S2PT_EFAULT);
 	CHECK_EQ(f.stage, 2u);
@@ -266,25 +268,25 @@ TEST(nested_final_stage2_faults)
 	CHECK_EQ(f.kind, S2PT_FAULT_PERMISSION);
 	CHECK_EQ(f.level, 3);
 	CHECK_EQ(f.ipa, DATA_IPA + 8);
-	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, VA + 8, S2PT_ACCESS_READ_EL0,
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA + 8, S2PT_ACCESS_READ_EL0,
 				   &out, &f, NULL, NULL),
 		   0);
 	CHECK_EQ(out.prot, R | USER); /* stage 1 R W USER, stage 2 R */
 	/* EL0 fetch of a page stage 1 maps without UX: a stage-1 fault, stage 2 not asked. */
-	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, VA, S2PT_ACCESS_EXEC_EL0, &out,
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA, S2PT_ACCESS_EXEC_EL0, &out,
 				   &f, NULL, NULL),
 		   S2PT_EFAULT);
 	CHECK_EQ(f.stage, 1u);
 	/* Stage 1 grants UX, stage 2 does not. */
 	REQUIRE_EQ(s2pt_protect(&t.s1.pt, VA, 4096, R | USER | UX), 0);
-	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, VA, S2PT_ACCESS_EXEC_EL0, &out,
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA, S2PT_ACCESS_EXEC_EL0, &out,
 				   &f, NULL, NULL),
 		   S2PT_EFAULT);
 	CHECK_EQ(f.stage, 2u);
 	CHECK_EQ(f.fsc, 0x0fu);
 	/* No stage-2 mapping of the output: translation fault with the IPA. */
 	REQUIRE_EQ(s2pt_unmap(&t.s2.pt, DATA_IPA, MiB(2), NULL), 0);
-	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, VA + 0x10, S2PT_ACCESS_READ,
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA + 0x10, S2PT_ACCESS_READ,
 				   &out, &f, NULL, NULL),
 		   S2PT_EFAULT);
 	CHECK_EQ(f.stage, 2u);
@@ -293,7 +295,7 @@ TEST(nested_final_stage2_faults)
 	CHECK_EQ(f.ipa, DATA_IPA + 0x10);
 	/* An output IPA beyond stage 2's 40-bit input: stage-2 translation fault, level 0. */
 	REQUIRE_EQ(s2pt_map(&t.s1.pt, 0x1000, 1ull << 41, 4096, R, 0, 0), 0);
-	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, 0x1000, S2PT_ACCESS_READ, &out,
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, 0x1000, S2PT_ACCESS_READ, &out,
 				   &f, NULL, NULL),
 		   S2PT_EFAULT);
 	CHECK_EQ(f.stage, 2u);
@@ -323,7 +325,7 @@ TEST(nested_combined_permissions)
 		REQUIRE_EQ(s2pt_protect(&t.s1.pt, VA, 4096, cases[i].s1), 0);
 		REQUIRE_EQ(s2pt_protect(&t.s2.pt, DATA_IPA, MiB(2), cases[i].s2), 0);
 		/* EL1 write succeeds wherever the combination says W. */
-		REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, VA,
+		REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA,
 					   (cases[i].combined & W) ? S2PT_ACCESS_WRITE
 								   : S2PT_ACCESS_READ,
 					   &out, &f, NULL, NULL),
@@ -394,7 +396,7 @@ TEST(nested_walk_stops_at_a_stage2_block)
 
 	two_init(&t, 48, 48, 4096, 0);
 	REQUIRE_EQ(s2pt_map(&t.s2.pt, DATA_IPA, DATA_PA, MiB(2), R | W, NORMAL, 0), 0);
-	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, VA, S2PT_ACCESS_READ, &out, &f,
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA, S2PT_ACCESS_READ, &out, &f,
 				   steps, &n),
 		   0);
 	CHECK_EQ(n, 23u);
@@ -430,7 +432,7 @@ TEST(nested_walk_reports_the_combined_type)
 		REQUIRE_EQ(s2pt_map(&t.s1.pt, VA, DATA_IPA, 4096, R, cases[i].attr_index, 0), 0);
 		REQUIRE_EQ(s2pt_map(&t.s2.pt, DATA_IPA, DATA_PA, MiB(2), R, cases[i].s2_memattr, 0),
 			   0);
-		REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, MAIR_VALUE, VA, S2PT_ACCESS_READ,
+		REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA, S2PT_ACCESS_READ,
 					   &out, &f, NULL, NULL),
 			   0);
 		CHECK_EQ(out.s1.memattr, cases[i].attr_index);
@@ -448,13 +450,13 @@ TEST(nested_walk_refuses_bad_arguments)
 	uint32_t n;
 
 	two_init(&t, 40, 48, 4096, 0);
-	CHECK_EQ(s2pt_translate2(&t.s1.pt, &t.s2.pt, 0, VA, 0, &out, &f, NULL, NULL), S2PT_EINVAL);
-	CHECK_EQ(s2pt_translate2(&t.s2.pt, &t.s2.pt, 0, VA, 0, &out, &f, NULL, NULL), S2PT_EINVAL);
-	CHECK_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, 0, VA, 6, &out, &f, NULL, NULL), S2PT_EINVAL);
-	CHECK_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, 0, VA, 0, &out, &f, steps, NULL), S2PT_EINVAL);
+	CHECK_EQ(s2pt_translate2(&t.s1.pt, &t.rg, VA, 0, &out, &f, NULL, NULL), S2PT_EINVAL);
+	CHECK_EQ(s2pt_translate2(&t.s2.pt, &(struct s2pt_regime){.ttbr0 = &t.s2.pt}, VA, 0, &out, &f, NULL, NULL), S2PT_EINVAL);
+	CHECK_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA, 6, &out, &f, NULL, NULL), S2PT_EINVAL);
+	CHECK_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA, 0, &out, &f, steps, NULL), S2PT_EINVAL);
 	s2pt_pgtable_destroy(&t.s1.pt);
 	t.s1.have_pt = 0;
-	CHECK_EQ(s2pt_translate2(&t.s2.pt, &t.s1.pt, 0, VA, 0, &out, &f, steps, &n),
+	CHECK_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA, 0, &out, &f, steps, &n),
 		 S2PT_EDESTROYED);
 	two_fini(&t);
 }
@@ -505,14 +507,14 @@ TEST(nested_batch_matches_the_single_walk)
 	for (uint32_t access = 0; access <= S2PT_ACCESS_WRITE_EL0; access++) {
 		want_faults = 0;
 		memset(reads, 0xee, sizeof(reads));
-		faults = s2pt_translate2_many(&t.s2.pt, &t.s1.pt, vas, n, access, pa, ipa, fsc,
+		faults = s2pt_translate2_many(&t.s2.pt, &t.rg, vas, n, access, pa, ipa, fsc,
 					      stage, reads);
 		for (size_t i = 0; i < n; i++) {
 			struct s2pt_nested_step steps[S2PT_MAX_NESTED_STEPS];
 			struct s2pt_translation2 out;
 			struct s2pt_fault2 f;
 			uint32_t ns;
-			int ret = s2pt_translate2(&t.s2.pt, &t.s1.pt, 0, vas[i], access, &out, &f,
+			int ret = s2pt_translate2(&t.s2.pt, &t.rg, vas[i], access, &out, &f,
 						  steps, &ns);
 
 			CHECK_MSG(reads[i] == ns, "access %u va %#llx: %u reads, single walk %u",
@@ -535,7 +537,7 @@ TEST(nested_batch_matches_the_single_walk)
 	}
 	/* Facts, not just agreement: a page walk reads 4 * (3 + 1) + 3 descriptors; S1PTW on
 	 * far_va's level-3 table read (stage-2 level 3 translation fault, FSC 0x07). */
-	faults = s2pt_translate2_many(&t.s2.pt, &t.s1.pt, vas, n, S2PT_ACCESS_WRITE, pa, ipa, fsc,
+	faults = s2pt_translate2_many(&t.s2.pt, &t.rg, vas, n, S2PT_ACCESS_WRITE, pa, ipa, fsc,
 				      stage, reads);
 	CHECK_EQ(reads[1], stage1_levels * (stage2_levels + 1) + stage2_levels);
 	CHECK_EQ(reads[1], 19);
@@ -560,13 +562,128 @@ TEST(nested_batch_matches_the_single_walk)
 	CHECK_EQ(faults, 7 + 5);                        /* the second pass repeats five */
 	/* Nothing is remembered from one call to the next. */
 	REQUIRE_EQ(s2pt_unmap(&t.s2.pt, DATA_IPA, MiB(2), NULL), 0);
-	faults = s2pt_translate2_many(&t.s2.pt, &t.s1.pt, vas, 1, S2PT_ACCESS_READ, pa, NULL, fsc,
+	faults = s2pt_translate2_many(&t.s2.pt, &t.rg, vas, 1, S2PT_ACCESS_READ, pa, NULL, fsc,
 				      stage, NULL);
 	CHECK_EQ(faults, 1);
 	CHECK_EQ(stage[0], 2);
-	CHECK_EQ(s2pt_translate2_many(&t.s1.pt, &t.s2.pt, vas, 1, 0, pa, NULL, fsc, stage, NULL),
+	CHECK_EQ(s2pt_translate2_many(&t.s1.pt, &t.rg, vas, 1, 0, pa, NULL, fsc, stage, NULL),
 		 S2PT_EINVAL);
-	CHECK_EQ(s2pt_translate2_many(&t.s2.pt, &t.s1.pt, vas, 1, 6, pa, NULL, fsc, stage, NULL),
+	CHECK_EQ(s2pt_translate2_many(&t.s2.pt, &t.rg, vas, 1, 6, pa, NULL, fsc, stage, NULL),
 		 S2PT_EINVAL);
+	two_fini(&t);
+}
+
+/* TTBR1: the TCR_EL1 half it programs; VA[55] picks the table, the bits above the VA size
+ * must all equal it (no TBI) and a half without a table faults (EPDx), each a stage-1
+ * translation fault at level 0 with no read. */
+TEST(nested_walk_through_ttbr1)
+{
+	static const struct {
+		uint32_t granule, tg1;
+	} tg[] = {{4096, 2}, {16384, 1}, {65536, 3}};
+	const uint64_t hi_pool_ipa = S1_POOL_IPA + 0x100000ull;
+	const uint64_t upper = ~0ull << 48; /* the first VA of a 48-bit upper half */
+	struct two t;
+	struct fx hi;
+	struct s2pt_config cfg;
+	struct s2pt_translation2 out;
+	struct s2pt_fault2 f;
+	struct s2pt_nested_step steps[S2PT_MAX_NESTED_STEPS];
+	uint32_t ns;
+	uint64_t vas[5], pa[5], ipa[5];
+	uint8_t fsc[5], stage[5], reads[5];
+
+	for (size_t i = 0; i < sizeof(tg) / sizeof(tg[0]); i++) {
+		REQUIRE_EQ(s2pt_s1_config_init(&cfg, 39, tg[i].granule, 40, 1, S2PT_CONFIG_TTBR1),
+			   0);
+		CHECK_EQ(cfg.vtcr >> S2PT_TCR_T1SZ_SHIFT & 0x3f, 25u);
+		CHECK_EQ(cfg.vtcr >> S2PT_TCR_TG1_SHIFT & 3, tg[i].tg1);
+		CHECK_EQ(cfg.vtcr >> S2PT_TCR_IRGN1_SHIFT & 3, 1u);
+		CHECK_EQ(cfg.vtcr >> S2PT_TCR_SH1_SHIFT & 3, 3u);
+		CHECK_EQ(cfg.vtcr & S2PT_TCR_EPD0, S2PT_TCR_EPD0);
+		CHECK_EQ(cfg.vtcr & S2PT_TCR_EPD1, 0);
+		CHECK_EQ(cfg.vtcr & 0xffffull, (uint64_t)S2PT_TCR_EPD0); /* no TTBR0 fields */
+		CHECK_EQ(cfg.vtcr >> S2PT_TCR_IPS_SHIFT & 7, 2u);       /* 40 bits */
+	}
+
+	two_init(&t, 40, 48, 4096, 0);
+	REQUIRE_EQ(fx_init_s1(&hi, 48, 4096, 48, S1_POOL_PAGES, hi_pool_ipa, 9, S2PT_CONFIG_TTBR1),
+		   0);
+	REQUIRE_EQ(s2pt_map(&t.s2.pt, hi_pool_ipa, S1_POOL_PA + 0x100000ull,
+			    S1_POOL_PAGES * 4096ull, R, NORMAL, S2PT_MAP_NO_BLOCKS),
+		   0);
+	/* The upper half's last page (VA 0xffff_ffff_ffff_f000) and one at its start. */
+	REQUIRE_EQ(s2pt_map(&hi.pt, (1ull << 48) - 0x1000, DATA_IPA + 0x3000, 0x1000, R | W, 0, 0),
+		   0);
+	REQUIRE_EQ(s2pt_map(&hi.pt, 0, DATA_IPA + 0x5000, 0x1000, R, 0, 0), 0);
+	t.rg.ttbr1 = &hi.pt;
+
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, ~0ull - 0xff, S2PT_ACCESS_WRITE, &out, &f, steps,
+				   &ns),
+		   0);
+	CHECK_EQ(out.ipa, DATA_IPA + 0x3f00);
+	CHECK_EQ(out.pa, DATA_PA + 0x3f00);
+	CHECK_EQ(ns, 4u * 4 + 3);
+	CHECK_EQ(steps[3].stage, 1u);                    /* after a 3-level stage-2 walk */
+	CHECK_EQ(steps[3].ipa, hi.pt.root_pa + 511 * 8); /* the root's last entry */
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, upper + 0x10, S2PT_ACCESS_READ, &out, &f, NULL,
+				   NULL),
+		   0);
+	CHECK_EQ(out.pa, DATA_PA + 0x5010);
+	/* TTBR0 still serves the lower half. */
+	REQUIRE_EQ(s2pt_translate2(&t.s2.pt, &t.rg, VA, S2PT_ACCESS_READ, &out, &f, NULL, NULL), 0);
+	CHECK_EQ(out.pa, DATA_PA);
+
+	/* VA[55] = 1 but bits 63:48 not all ones; VA[55] = 0 with bits above 48 set. */
+	for (int k = 0; k < 2; k++) {
+		uint64_t bad = k ? 0xff00800000000000ull : 0x8080000000000000ull;
+
+		CHECK_EQ(s2pt_translate2(&t.s2.pt, &t.rg, bad, S2PT_ACCESS_READ, &out, &f, steps,
+					 &ns),
+			 S2PT_EFAULT);
+		CHECK_EQ(f.stage, 1u);
+		CHECK_EQ(f.fsc, 0x04u);
+		CHECK_EQ(f.va, bad);
+		CHECK_EQ(ns, 0u);
+	}
+	/* The batch agrees, VA by VA, across both halves. */
+	vas[0] = ~0ull - 0xff;
+	vas[1] = VA + 0x10;
+	vas[2] = upper + 0x20;
+	vas[3] = 0x8080000000000000ull;
+	vas[4] = upper + 0x1000; /* unmapped in the upper table */
+	REQUIRE_EQ(s2pt_translate2_many(&t.s2.pt, &t.rg, vas, 5, S2PT_ACCESS_READ, pa, ipa, fsc,
+					stage, reads),
+		   2);
+	CHECK_EQ(pa[0], DATA_PA + 0x3f00);
+	CHECK_EQ(pa[1], DATA_PA + 0x10);
+	CHECK_EQ(pa[2], DATA_PA + 0x5020);
+	CHECK_EQ(stage[3], 1);
+	CHECK_EQ(fsc[3], 0x04);
+	CHECK_EQ(reads[3], 0);
+	CHECK_EQ(stage[4], 1);
+	CHECK_EQ(fsc[4], 0x07); /* level-3 entry of the start's table is empty */
+	CHECK_EQ(reads[0], 19);
+
+	/* EPD1: no upper table, so an upper VA faults at level 0. */
+	t.rg.ttbr1 = NULL;
+	CHECK_EQ(s2pt_translate2(&t.s2.pt, &t.rg, ~0ull - 0xff, S2PT_ACCESS_READ, &out, &f, NULL,
+				 NULL),
+		 S2PT_EFAULT);
+	CHECK_EQ(f.fsc, 0x04u);
+	/* A regime must put each table in its own half, and have one. */
+	CHECK_EQ(s2pt_translate2(&t.s2.pt, &(struct s2pt_regime){.ttbr0 = &hi.pt}, VA,
+				 S2PT_ACCESS_READ, &out, &f, NULL, NULL),
+		 S2PT_EINVAL);
+	CHECK_EQ(s2pt_translate2(&t.s2.pt, &(struct s2pt_regime){.ttbr1 = &t.s1.pt}, VA,
+				 S2PT_ACCESS_READ, &out, &f, NULL, NULL),
+		 S2PT_EINVAL);
+	CHECK_EQ(s2pt_translate2(&t.s2.pt, &(struct s2pt_regime){0}, VA, S2PT_ACCESS_READ, &out,
+				 &f, NULL, NULL),
+		 S2PT_EINVAL);
+	CHECK_EQ(s2pt_translate2_many(&t.s2.pt, &(struct s2pt_regime){0}, vas, 1, 0, pa, NULL, fsc,
+				      stage, NULL),
+		 S2PT_EINVAL);
+	fx_fini(&hi);
 	two_fini(&t);
 }

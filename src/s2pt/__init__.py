@@ -27,6 +27,7 @@ from ._core import (
     TLBI_WRPROTECT,
     DEFAULT_MAIR,
     PagePool,
+    Regime,
     Stage1,
     Stage2,
     Stage2Config,
@@ -74,6 +75,7 @@ from .errors import (
 __all__ = [
     "Stage2",
     "Stage2Config",
+    "Regime",
     "Stage1",
     "DEFAULT_MAIR",
     "PagePool",

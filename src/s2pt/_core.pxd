@@ -67,7 +67,16 @@ cdef class Stage1:
     cdef s2pt_pgtable pt
     cdef readonly PagePool pool
     cdef uint64_t mair_value
+    cdef uint64_t va_base
+    cdef uint64_t _in(self, object va) except? 0
     cdef int _sync(self) except -1
     cdef int _live(self) except -1
     cdef int _fail(self, int rc, uint64_t va, uint64_t size, object ipa=*, object prot=*,
                    object attr=*) except -1
+
+
+
+cdef class Regime:
+    cdef readonly object ttbr0
+    cdef readonly object ttbr1
+    cdef uint64_t mair_value

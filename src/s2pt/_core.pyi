@@ -355,14 +355,14 @@ class Stage2:
         resets them."""
     def translate(self, ipa: int, access: Access | int = ...) -> Translation: ...
     def translate2(
-        self, va: int, s1: Stage1, access: GuestAccess | Access | int = ...
+        self, va: int, s1: Stage1 | Regime, access: GuestAccess | Access | int = ...
     ) -> Translation2:
         """VA -> IPA -> PA through ``s1`` and this VM, every descriptor read in hardware order
         (``steps``); raises Stage1Fault or Stage2Fault (``va``, ``s1ptw``)."""
     def translate2_many(
         self,
         vas: npt.ArrayLike,
-        s1: Stage1,
+        s1: Stage1 | Regime,
         access: GuestAccess | Access | int = ...,
         *,
         ipa: npt.NDArray[np.uint64] | None = ...,
@@ -401,8 +401,9 @@ DEFAULT_S1_POOL_IPA: int
 DEFAULT_S1_POOL_BYTES: int
 
 class Stage1:
-    """A guest's stage-1 tables (EL1&0, TTBR0_EL1: VA -> IPA) on the same C core, in a pool
-    whose base address is an IPA (guest RAM that the VM maps)."""
+    """A guest's stage-1 tables (EL1&0, TTBR0_EL1, or TTBR1_EL1 with ``ttbr=1``: VA -> IPA)
+    on the same C core, in a pool whose base address is an IPA (guest RAM that the VM
+    maps)."""
 
     def __init__(
         self,
@@ -414,11 +415,18 @@ class Stage1:
         *,
         lpa2: bool = False,
         mair: int = ...,
+        ttbr: Literal[0, 1] = 0,
     ) -> None: ...
     @property
     def pool(self) -> PagePool: ...
     @property
     def va_bits(self) -> int: ...
+    @property
+    def ttbr_index(self) -> int:
+        """0: TTBR0_EL1 tables (low VAs); 1: TTBR1_EL1 tables (high VAs)."""
+    @property
+    def va_start(self) -> int:
+        """The lowest VA translated: 0, or 2**64 - 2**va_bits for TTBR1 tables."""
     @property
     def ips_bits(self) -> int: ...
     @property
@@ -439,10 +447,11 @@ class Stage1:
     def t0sz(self) -> int: ...
     @property
     def tcr(self) -> int:
-        """TCR_EL1 (T0SZ, IRGN0/ORGN0, SH0, TG0, EPD1, IPS, AS, DS)."""
+        """TCR_EL1 of this half (T0SZ ... TG0 and EPD1, or T1SZ ... TG1 and EPD0; IPS, AS,
+        DS)."""
     @property
     def ttbr(self) -> int:
-        """TTBR0_EL1: root IPA | ASID << 48."""
+        """TTBR0_EL1 (TTBR1_EL1 for ``ttbr=1``): root IPA | ASID << 48."""
     @property
     def mair(self) -> int: ...
     @property
@@ -472,9 +481,28 @@ class Stage1:
         """Stage 1 alone (the result's ``pa`` is the IPA); raises Stage1Fault."""
     def lookup(self, va: int) -> Translation | None: ...
     def walk(self, va: int) -> list[WalkStep]: ...
-    def mappings(self, va: int = 0, size: int | None = None) -> list[Mapping]: ...
+    def mappings(self, va: int | None = None, size: int | None = None) -> list[Mapping]: ...
     def check(self) -> None: ...
     def destroy(self) -> None: ...
+
+class Regime:
+    """A guest's EL1&0 stage-1 regime: TTBR0 tables (VA[55] = 0) and TTBR1 tables
+    (VA[55] = 1), either None (EPDx = 1), one MAIR_EL1."""
+
+    def __init__(
+        self, ttbr0: Stage1 | None = None, ttbr1: Stage1 | None = None, *, mair: int | None = None
+    ) -> None: ...
+    @property
+    def ttbr0(self) -> Stage1 | None: ...
+    @property
+    def ttbr1(self) -> Stage1 | None: ...
+    @property
+    def mair(self) -> int: ...
+    @property
+    def tcr(self) -> int:
+        """TCR_EL1 for both halves."""
+    def registers(self) -> dict[str, int]:
+        """TCR_EL1, TTBR0_EL1, TTBR1_EL1 and MAIR_EL1."""
 
 #: Format version of pickled states and s2pt.save files (newer ones are refused).
 STATE_VERSION: int

@@ -137,7 +137,10 @@ cdef extern from *:
 # Leaf sizes are powers of two: one shared int object each instead of a new one per result.
 cdef tuple _POW2 = tuple(1 << i for i in range(64))
 cdef tuple _PROTS = _PROT
-cdef tuple _MEMATTRS = _MEMATTR
+# Stage-1 records hold AttrIndx, a plain MAIR index: the indexes after _MEMATTR's give it
+# as an int (not as the stage-2 MemAttr of the same number).
+cdef tuple _MEMATTRS = _MEMATTR + tuple(range(8))
+cdef uint32_t _ATTRINDX_BASE = len(_MEMATTR)
 _TRANSLATION_FIELDS = ("pa", "level", "size", "prot", "memattr", "af", "pte", "sw")
 
 
@@ -161,7 +164,7 @@ cdef class Translation:
         cdef uint64_t p = _u64(prot, "prot"), m = _u64(memattr, "memattr")
         if p >= <uint64_t>len(_PROTS):
             raise InvalidArgumentError(f"prot={prot!r} is not a Prot value")
-        if m >= <uint64_t>len(_MEMATTRS):
+        if m >= <uint64_t>len(_MEMATTR):
             raise InvalidArgumentError(f"memattr={memattr!r} is not a MemAttr value")
         cdef uint64_t n = _u64(size, "size")
         if n < 4096 or n & (n - 1):
@@ -215,7 +218,8 @@ cdef class Translation:
         if type(other) is Translation:
             o = <Translation>other
             return (self.pa == o.pa and self.level == o.level and self._size == o._size
-                    and self._prot == o._prot and self._memattr == o._memattr
+                    and self._prot == o._prot
+                    and _MEMATTRS[self._memattr] == _MEMATTRS[o._memattr]
                     and self.af == o.af and self.pte == o.pte and self.sw == o.sw)
         if isinstance(other, tuple):
             return self._tuple() == other
@@ -281,6 +285,13 @@ cdef Translation _translation(const s2pt_translation *t):
     r.af = t.af != 0
     r.pte = t.pte
     r.sw = t.sw
+    return r
+
+
+cdef Translation _translation_s1(const s2pt_translation *t):
+    """A stage-1 leaf's Translation: ``memattr`` is its AttrIndx (an int, not a MemAttr)."""
+    cdef Translation r = _translation(t)
+    r._memattr = _ATTRINDX_BASE + (t.memattr & 7)
     return r
 
 
@@ -1694,19 +1705,20 @@ cdef class Stage2:
             raise InvalidArgumentError(f"access={access!r} must be an Access")
         _raise(rc)
 
-    def translate2(self, va, Stage1 s1 not None, access=Access.READ):
+    def translate2(self, va, s1, access=Access.READ):
         """The translation of guest virtual address ``va`` through ``s1`` (the guest's
-        stage-1 tables, whose pages this VM maps) and then this VM, as an EL1&0 access with
+        stage-1 tables, whose pages this VM maps: a :class:`Stage1`, or a :class:`Regime`
+        whose TTBR0 / TTBR1 tables VA[55] picks) and then this VM, as an EL1&0 access with
         both stages on. Every descriptor read is in hardware order in the result's
         ``steps``: for each stage-1 level the stage-2 walk of the descriptor's IPA, then the
         descriptor; then the stage-2 walk of the output IPA (24 reads for 4 + 4 levels).
 
-        Returns a :class:`Translation2`. Raises :class:`Stage1Fault` for a stage-1 fault and
+        Returns a :class:`Translation2`. Raises :class:`Stage1Fault` for a stage-1 fault (a VA
+        outside its half's range, or in a half without tables, faults at level 0) and
         :class:`Stage2Fault` (``va`` set; ``s1ptw`` True with the descriptor's IPA when the
         fault hit a stage-1 table read, which needs stage-2 read permission and AF).
         ``access`` is a :class:`GuestAccess` (EL0 data accesses included)."""
-        self._sync()
-        s1._sync()
+        cdef s2pt_regime r
         cdef s2pt_translation2 t
         cdef s2pt_fault2 f
         cdef s2pt_nested_step steps[S2PT_MAX_NESTED_STEPS]
@@ -1714,9 +1726,10 @@ cdef class Stage2:
         cdef uint64_t v = _u64(va, "va")
         cdef uint32_t acc = _access_arg(access)
         cdef int rc
+        tables = _regime_of(s1, &r)
+        self._sync()
         self._live()
-        s1._live()
-        rc = s2pt_translate2(&self.pt, &s1.pt, s1.mair_value, v, acc, &t, &f, steps, &n)
+        rc = s2pt_translate2(&self.pt, &r, v, acc, &t, &f, steps, &n)
         if rc == S2PT_EINVAL:
             raise InvalidArgumentError(f"access={access!r} must be a GuestAccess")
         if rc == S2PT_EFAULT:
@@ -1725,15 +1738,16 @@ cdef class Stage2:
             raise Stage2Fault(f.kind, f.level, f.fsc, f.ipa, va=f.va, s1ptw=f.s1ptw != 0)
         if rc:
             _raise(rc)
-        return Translation2(t.pa, t.ipa, _translation(&t.s1), _translation(&t.s2),
+        return Translation2(t.pa, t.ipa, _translation_s1(&t.s1), _translation(&t.s2),
                             _PROT[t.prot], _MEMATTR[t.memattr] if t.memattr < 16 else t.memattr,
                             tuple([NestedStep(steps[k].stage, steps[k].level, steps[k].ipa,
                                               steps[k].desc_pa, steps[k].desc)
                                    for k in range(n)]))
 
-    def translate2_many(self, vas, Stage1 s1 not None, access=Access.READ, *, ipa=None):
+    def translate2_many(self, vas, s1, access=Access.READ, *, ipa=None):
         """:meth:`translate2` for every VA of a 1-D uint64 array, in one C loop without the
-        GIL (neither table may change meanwhile).
+        GIL, holding the pools of this VM and of ``s1`` (a :class:`Stage1` or a
+        :class:`Regime`), so that no other thread changes the tables meanwhile.
 
         Returns ``(pa, fsc, stage, accesses)``: uint64 PAs (0 where it faulted); uint8 fault
         status codes (``FSC_NONE`` where translated; a stage-2 fault on a stage-1 table read
@@ -1750,11 +1764,12 @@ cdef class Stage2:
         cdef uint64_t[::1] pa_v, ipa_v
         cdef uint8_t[::1] fsc_v, stage_v, reads_v
         cdef uint64_t *ipa_p = NULL
-        cdef PagePool first, second
-        cdef bint two
+        cdef s2pt_regime r
+        cdef PyThread_type_lock locks[3]
+        cdef int nlocks = 0, j
         cdef int64_t rc
+        tables = _regime_of(s1, &r)
         self._live()
-        s1._live()
         if acc > S2PT_ACCESS_WRITE_EL0:
             raise InvalidArgumentError(f"access={access!r} must be a GuestAccess")
         pa = np.empty(n, dtype=np.uint64)
@@ -1772,26 +1787,23 @@ cdef class Stage2:
         if not n:
             return pa, fsc, stage, reads
         self._sync()
-        s1._sync()
-        # Both pools are held for the call; a fixed order (by address) keeps two threads
-        # that pass them the other way round from deadlocking.
-        first, second = self.pool, s1.pool
-        if <size_t><void *>first > <size_t><void *>second:
-            first, second = second, first
-        two = second is not first
-        first.busy += 1
-        second.busy += 1
+        # Every pool involved is held for the call, each once, in one order (by address)
+        # so that threads passing them in other orders cannot deadlock.
+        pools = sorted({id(p): p for p in [self.pool] + [t.pool for t in tables]}.values(),
+                       key=id)
+        for pool in pools:
+            (<PagePool>pool).busy += 1
+            locks[nlocks] = (<PagePool>pool).lock
+            nlocks += 1
         with nogil:
-            PyThread_acquire_lock(first.lock, WAIT_LOCK)
-            if two:
-                PyThread_acquire_lock(second.lock, WAIT_LOCK)
-            rc = s2pt_translate2_many(&self.pt, &s1.pt, &src[0], n, acc, &pa_v[0], ipa_p,
+            for j in range(nlocks):
+                PyThread_acquire_lock(locks[j], WAIT_LOCK)
+            rc = s2pt_translate2_many(&self.pt, &r, &src[0], n, acc, &pa_v[0], ipa_p,
                                       &fsc_v[0], &stage_v[0], &reads_v[0])
-            if two:
-                PyThread_release_lock(second.lock)
-            PyThread_release_lock(first.lock)
-        first.busy -= 1
-        second.busy -= 1
+            for j in range(nlocks - 1, -1, -1):
+                PyThread_release_lock(locks[j])
+        for pool in pools:
+            (<PagePool>pool).busy -= 1
         if rc < 0:
             _raise(<int>rc)
         return pa, fsc, stage, reads
@@ -2044,6 +2056,9 @@ cdef class Stage1:
     walking through both stages with :meth:`Stage2.translate2`.
 
     ``pool=None`` makes a pool of ``DEFAULT_S1_POOL_BYTES`` at IPA ``DEFAULT_S1_POOL_IPA``.
+    ``ttbr=1`` makes the tables of the upper VA range (TTBR1_EL1: VAs from ``2**64 -
+    2**va_bits`` up, which every call takes and reports whole); :class:`Regime` pairs the two
+    halves for the nested walk.
     ``mair`` is MAIR_EL1 (for the combined memory type of the nested walk; ``attr`` of
     :meth:`map` indexes it). Every call validates its arguments and, on any error, changes
     nothing. Stage-1 TLB events are not logged yet.
@@ -2054,7 +2069,7 @@ cdef class Stage1:
         self.pt.destroyed = 1
 
     def __init__(self, va_bits=48, granule=4096, ips_bits=48, asid=0, pool=None, *,
-                 lpa2=False, mair=DEFAULT_MAIR):
+                 lpa2=False, mair=DEFAULT_MAIR, ttbr=0):
         cdef s2pt_config cfg
         cdef PagePool p
         cdef uint32_t flags = S2PT_CONFIG_LPA2 if lpa2 else 0
@@ -2062,6 +2077,10 @@ cdef class Stage1:
         if not self.pt.destroyed:
             raise InvalidArgumentError("Stage1 is already initialised")
         self.mair_value = _u64(mair, "mair")
+        if ttbr not in (0, 1) or isinstance(ttbr, bool):
+            raise InvalidArgumentError(f"ttbr={ttbr!r} must be 0 (TTBR0_EL1) or 1 (TTBR1_EL1)")
+        if ttbr:
+            flags |= S2PT_CONFIG_TTBR1
         rc = s2pt_s1_config_init(&cfg, _u32(va_bits, "va_bits"), _u32(granule, "granule"),
                                  _u32(ips_bits, "ips_bits"), _u32(asid, "asid"), flags)
         if rc:
@@ -2085,11 +2104,22 @@ cdef class Stage1:
                     f"tables (granule {granule}, {ips_bits}-bit IPS)")
             _raise(rc, f"a root page from a pool with {p.free} free")
         self.pool = p
+        self.va_base = (<uint64_t>0 - ((<uint64_t>1) << cfg.ipa_bits)) if ttbr else 0
 
     def __dealloc__(self):
         if not self.pt.destroyed:
             s2pt_pgtable_destroy(&self.pt)
 
+    cdef uint64_t _in(self, object va) except? 0:
+        """The input the C core takes for ``va``: the VA itself, or for TTBR1 tables its low
+        VA-size bits (what the walk indexes); an upper-half VA below the range is refused."""
+        cdef uint64_t v = _u64(va, "va")
+        if self.va_base == 0:
+            return v
+        if v < self.va_base:
+            raise RangeError(f"address out of range: va={v:#x} is below the TTBR1 range, which "
+                             f"starts at {self.va_base:#x} ({self.pt.cfg.ipa_bits}-bit VAs)")
+        return v - self.va_base
     cdef inline int _sync(self) except -1:
         if self.pool is not None and self.pool.busy:
             self.pool._wait()
@@ -2103,6 +2133,14 @@ cdef class Stage1:
     # -- geometry and registers -----------------------------------------------------------
     @property
     def va_bits(self): return self.pt.cfg.ipa_bits
+    @property
+    def ttbr_index(self):
+        """0 for TTBR0_EL1 tables (the low VAs), 1 for TTBR1_EL1 (the high VAs)."""
+        return 1 if self.pt.cfg.flags & S2PT_CONFIG_TTBR1 else 0
+    @property
+    def va_start(self):
+        """The lowest VA these tables translate: 0, or ``2**64 - 2**va_bits`` for TTBR1."""
+        return self.va_base
     @property
     def ips_bits(self): return self.pt.cfg.pa_bits
     @property
@@ -2123,12 +2161,13 @@ cdef class Stage1:
     def t0sz(self): return self.pt.cfg.t0sz
     @property
     def tcr(self):
-        """TCR_EL1 for these tables: T0SZ, IRGN0/ORGN0 write-back, SH0 inner shareable, TG0,
-        EPD1 (no TTBR1 walks), IPS, AS for a 16-bit ASID, DS with LPA2."""
+        """TCR_EL1 for these tables alone: T0SZ, IRGN0/ORGN0 write-back, SH0 inner shareable,
+        TG0 and EPD1 (no TTBR1 walks), or for TTBR1 tables T1SZ ... TG1 and EPD0; IPS, AS for
+        a 16-bit ASID, DS with LPA2. :attr:`Regime.tcr` combines two halves."""
         return self.pt.cfg.vtcr
     @property
     def ttbr(self):
-        """TTBR0_EL1: the root's IPA (BADDR) and the ASID in bits 63:48."""
+        """TTBR0_EL1 (TTBR1_EL1 for ``ttbr=1``): the root's IPA (BADDR), the ASID in 63:48."""
         self._live()
         return s2pt_vttbr(&self.pt)
     @property
@@ -2151,7 +2190,7 @@ cdef class Stage1:
         ``user=True`` adds ``Prot.USER`` (EL0 access); ``attr`` is the MAIR index (0..7,
         AttrIndx); ``global_=False`` sets nG (the leaf belongs to this ASID)."""
         self._sync()
-        cdef uint64_t v = _u64(va, "va"), i = _u64(ipa, "ipa"), n = _u64(size, "size")
+        cdef uint64_t v = self._in(va), i = _u64(ipa, "ipa"), n = _u64(size, "size")
         cdef uint32_t p = _prot_arg(prot), a = _u32(attr, "attr")
         cdef uint32_t flags = _map_flags(blocks, af, _SW0)
         cdef int rc
@@ -2167,7 +2206,7 @@ cdef class Stage1:
         """Unmap exactly ``[va, va + size)``; returns the bytes that were mapped. Emptied
         tables are freed at once, upward."""
         self._sync()
-        cdef uint64_t v = _u64(va, "va"), n = _u64(size, "size"), unmapped = 0
+        cdef uint64_t v = self._in(va), n = _u64(size, "size"), unmapped = 0
         cdef int rc = s2pt_unmap(&self.pt, v, n, &unmapped)
         if rc:
             self._fail(rc, v, n)
@@ -2177,7 +2216,7 @@ cdef class Stage1:
         """Set the permissions of every mapped leaf in ``[va, va + size)`` (``user=True`` adds
         ``Prot.USER``); holes stay holes, a block covered in part is split first."""
         self._sync()
-        cdef uint64_t v = _u64(va, "va"), n = _u64(size, "size")
+        cdef uint64_t v = self._in(va), n = _u64(size, "size")
         cdef uint32_t p = _u32(prot, "prot")
         cdef int rc
         if user:
@@ -2189,12 +2228,14 @@ cdef class Stage1:
     cdef int _fail(self, int rc, uint64_t va, uint64_t size, object ipa=None, object prot=None,
                    object attr=None) except -1:
         gran = 1 << self.pt.cfg.granule_shift
+        va += self.va_base                  # the VA the caller gave (TTBR1: the whole VA)
         if rc == S2PT_EALIGN:
             what = f"va={va:#x}, size={size:#x}" + ("" if ipa is None else f", ipa={ipa:#x}")
             detail = f"{what} must be multiples of the {gran}-byte granule"
         elif rc == S2PT_ERANGE:
-            detail = (f"[{va:#x}, {va:#x}+{size:#x}) must lie within the "
-                      f"{self.pt.cfg.ipa_bits}-bit VA space")
+            space = (f"TTBR1 range [{self.va_base:#x}, 2**64)" if self.va_base else
+                     f"{self.pt.cfg.ipa_bits}-bit VA space")
+            detail = f"[{va:#x}, {va:#x}+{size:#x}) must lie within the {space}"
             if ipa is not None:
                 detail += (f" and [{ipa:#x}, +{size:#x}) within the {self.pt.cfg.pa_bits}-bit "
                            f"IPA space")
@@ -2216,12 +2257,12 @@ cdef class Stage1:
         self._sync()
         cdef s2pt_translation t
         cdef s2pt_fault f
-        cdef uint64_t v = _u64(va, "va")
+        cdef uint64_t v = self._in(va)
         cdef int rc = s2pt_translate(&self.pt, v, _access_arg(access), &t, &f)
         if rc == 0:
-            return _translation(&t)
+            return _translation_s1(&t)
         if rc == S2PT_EFAULT:
-            raise Stage1Fault(f.kind, f.level, f.fsc, v)
+            raise Stage1Fault(f.kind, f.level, f.fsc, v + self.va_base)
         if rc == S2PT_EINVAL:
             raise InvalidArgumentError(f"access={access!r} must be a GuestAccess")
         _raise(rc)
@@ -2231,9 +2272,9 @@ cdef class Stage1:
         self._sync()
         cdef s2pt_translation t
         cdef s2pt_fault f
-        cdef int rc = s2pt_lookup(&self.pt, _u64(va, "va"), &t, &f)
+        cdef int rc = s2pt_lookup(&self.pt, self._in(va), &t, &f)
         if rc == 0:
-            return _translation(&t)
+            return _translation_s1(&t)
         if rc == S2PT_EFAULT:
             return None
         _raise(rc)
@@ -2244,17 +2285,18 @@ cdef class Stage1:
         self._sync()
         cdef s2pt_walk_step steps[4]
         cdef uint32_t n = 0, k
-        cdef int rc = s2pt_walk_path(&self.pt, _u64(va, "va"), steps, &n)
+        cdef int rc = s2pt_walk_path(&self.pt, self._in(va), steps, &n)
         if rc:
             _raise(rc)
         return [WalkStep(steps[k].level, steps[k].table_pa, steps[k].index, steps[k].desc_pa,
                          steps[k].desc) for k in range(n)]
 
-    def mappings(self, va=0, size=None):
+    def mappings(self, va=None, size=None):
         """The valid leaves intersecting ``[va, va + size)`` in VA order, as :class:`Mapping`
-        (``ipa`` is the VA, ``pa`` the IPA, ``memattr`` the MAIR index), whole leaves."""
+        (``ipa`` is the VA, ``pa`` the IPA, ``memattr`` the MAIR index), whole leaves.
+        ``va=None`` is :attr:`va_start`; ``size=None`` runs to the top of the range."""
         self._sync()
-        cdef uint64_t start = _u64(va, "va"), end, next_va
+        cdef uint64_t start = self._in(self.va_base if va is None else va), end, next_va
         cdef uint64_t top = (<uint64_t>1) << self.pt.cfg.ipa_bits
         cdef s2pt_leaf out[256]
         cdef size_t got = 0, k
@@ -2266,9 +2308,9 @@ cdef class Stage1:
             rc = s2pt_leaves(&self.pt, start, end - start, out, 256, &got, &next_va)
             if rc:
                 self._fail(rc, start, end - start)
-            result.extend([Mapping(out[k].ipa, out[k].pa, out[k].size, out[k].level,
-                                   _PROT[out[k].prot], out[k].memattr, bool(out[k].af),
-                                   out[k].sw) for k in range(got)])
+            result.extend([Mapping(out[k].ipa + self.va_base, out[k].pa, out[k].size,
+                                   out[k].level, _PROT[out[k].prot], out[k].memattr,
+                                   bool(out[k].af), out[k].sw) for k in range(got)])
             if next_va >= end:
                 return result
             start = next_va
@@ -2291,8 +2333,91 @@ cdef class Stage1:
 
     def __repr__(self):
         state = "destroyed" if self.pt.destroyed else f"{self.pt.table_pages} table pages"
+        half = ", ttbr=1" if self.va_base else ""
         return (f"Stage1(va_bits={self.va_bits}, granule={self.granule}, "
-                f"ips_bits={self.ips_bits}, asid={self.asid}, {state})")
+                f"ips_bits={self.ips_bits}, asid={self.asid}{half}, {state})")
+
+
+cdef class Regime:
+    """A guest's EL1&0 stage-1 translation regime: ``ttbr0``, the :class:`Stage1` tables of
+    the low VAs (VA[55] = 0), and ``ttbr1``, those of the high VAs (``Stage1(ttbr=1)``);
+    either may be None (EPD0 / EPD1 = 1: its VAs fault at level 0). Pass it wherever
+    :meth:`Stage2.translate2` and :meth:`Stage2.translate2_many` take a :class:`Stage1`.
+    Both tables must share the IPS, LPA2 setting and ASID (one TCR_EL1; TCR_EL1.A1 = 0).
+    ``mair`` defaults to the tables' (which must then agree)."""
+
+    def __init__(self, ttbr0=None, ttbr1=None, *, mair=None):
+        for name, t, half in (("ttbr0", ttbr0, 0), ("ttbr1", ttbr1, 1)):
+            if t is None:
+                continue
+            if not isinstance(t, Stage1):
+                raise ArgumentTypeError(f"{name} must be a Stage1 or None, not {type(t)}")
+            if (<Stage1>t).ttbr_index != half:
+                raise InvalidArgumentError(f"{name} must be Stage1 tables made with ttbr={half}")
+        if ttbr0 is None and ttbr1 is None:
+            raise InvalidArgumentError("a Regime needs TTBR0 or TTBR1 tables")
+        if ttbr0 is not None and ttbr1 is not None:
+            mine = ((<Stage1>ttbr0).ips_bits, (<Stage1>ttbr0).lpa2, (<Stage1>ttbr0).asid)
+            theirs = ((<Stage1>ttbr1).ips_bits, (<Stage1>ttbr1).lpa2, (<Stage1>ttbr1).asid)
+            if mine != theirs:
+                raise InvalidArgumentError(
+                    f"ttbr0 and ttbr1 must share (ips_bits, lpa2, asid): {mine} != {theirs}")
+        if mair is None:
+            mairs = {(<Stage1>t).mair_value for t in (ttbr0, ttbr1) if t is not None}
+            if len(mairs) != 1:
+                raise InvalidArgumentError("the tables' MAIR values differ: pass mair=")
+            self.mair_value = mairs.pop()
+        else:
+            self.mair_value = _u64(mair, "mair")
+        self.ttbr0, self.ttbr1 = ttbr0, ttbr1
+
+    @property
+    def mair(self):
+        """MAIR_EL1."""
+        return self.mair_value
+
+    @property
+    def tcr(self):
+        """TCR_EL1 for both halves: each table's own fields, EPDx for a missing half."""
+        if self.ttbr1 is None:
+            return self.ttbr0.tcr
+        if self.ttbr0 is None:
+            return self.ttbr1.tcr
+        return (self.ttbr0.tcr & ~S2PT_TCR_EPD1) | (self.ttbr1.tcr & ~S2PT_TCR_EPD0)
+
+    def registers(self):
+        """The system registers a CPU model loads for this regime: a dict of TCR_EL1,
+        TTBR0_EL1, TTBR1_EL1 (0 for a missing half) and MAIR_EL1."""
+        return {"TCR_EL1": self.tcr,
+                "TTBR0_EL1": 0 if self.ttbr0 is None else self.ttbr0.ttbr,
+                "TTBR1_EL1": 0 if self.ttbr1 is None else self.ttbr1.ttbr,
+                "MAIR_EL1": self.mair_value}
+
+    def __repr__(self):
+        return f"Regime(ttbr0={self.ttbr0!r}, ttbr1={self.ttbr1!r}, mair={self.mair_value:#x})"
+
+
+cdef tuple _regime_of(object s1, s2pt_regime *r):
+    """Fill ``r`` from a Stage1 (its half of a regime) or a Regime; returns the Stage1s it
+    holds, each synchronised with other threads and alive."""
+    cdef Stage1 t
+    if isinstance(s1, Stage1):
+        t = <Stage1>s1
+        tables = (t,)
+        r.ttbr0 = NULL if t.va_base else &t.pt
+        r.ttbr1 = &t.pt if t.va_base else NULL
+        r.mair = t.mair_value
+    elif isinstance(s1, Regime):
+        tables = tuple(x for x in ((<Regime>s1).ttbr0, (<Regime>s1).ttbr1) if x is not None)
+        r.ttbr0 = NULL if (<Regime>s1).ttbr0 is None else &(<Stage1>(<Regime>s1).ttbr0).pt
+        r.ttbr1 = NULL if (<Regime>s1).ttbr1 is None else &(<Stage1>(<Regime>s1).ttbr1).pt
+        r.mair = (<Regime>s1).mair_value
+    else:
+        raise TypeError(f"s1 must be a Stage1 or a Regime, not {type(s1).__name__}")
+    for t in tables:
+        t._sync()
+        t._live()
+    return tables
 
 
 cdef class _Floor:

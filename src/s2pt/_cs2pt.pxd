@@ -33,6 +33,9 @@ cdef extern from "s2pt/s2pt.h" nogil:
         S2PT_ACCESS_WRITE_EL0
         S2PT_PROT_USER
         S2PT_CONFIG_STAGE1
+        S2PT_CONFIG_TTBR1
+        S2PT_TCR_EPD0
+        S2PT_TCR_EPD1
         S2PT_MAP_NG
         S2PT_MAX_NESTED_STEPS
         S2PT_MEMATTR_STAGE1
@@ -247,10 +250,15 @@ cdef extern from "s2pt/s2pt.h" nogil:
         s2pt_translation s1
         s2pt_translation s2
 
-    int s2pt_translate2(const s2pt_pgtable *s2, const s2pt_pgtable *s1, uint64_t mair,
-                        uint64_t va, uint32_t access, s2pt_translation2 *out, s2pt_fault2 *f,
+    struct s2pt_regime:
+        const s2pt_pgtable *ttbr0
+        const s2pt_pgtable *ttbr1
+        uint64_t mair
+
+    int s2pt_translate2(const s2pt_pgtable *s2, const s2pt_regime *r, uint64_t va,
+                        uint32_t access, s2pt_translation2 *out, s2pt_fault2 *f,
                         s2pt_nested_step *steps, uint32_t *nsteps)
-    int64_t s2pt_translate2_many(const s2pt_pgtable *s2, const s2pt_pgtable *s1,
+    int64_t s2pt_translate2_many(const s2pt_pgtable *s2, const s2pt_regime *r,
                                  const uint64_t *vas, size_t n, uint32_t access,
                                  uint64_t *pa_out, uint64_t *ipa_out, uint8_t *fsc_out,
                                  uint8_t *stage_out, uint8_t *reads_out) nogil

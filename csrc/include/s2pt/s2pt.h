@@ -300,6 +300,13 @@ struct s2pt_config {
  * operations and the MMU layer refuse stage-1 tables.
  */
 #define S2PT_CONFIG_STAGE1 0x20u
+/*
+ * Stage-1 tables of the upper VA range (TTBR1_EL1: VAs from 2^64 - 2^va_bits up), made by
+ * s2pt_s1_config_init(). The engine's calls on such tables take the VA's low va_bits bits
+ * (what the walk indexes: VA - (2^64 - 2^va_bits)); the nested walk (struct s2pt_regime)
+ * takes whole VAs and picks the table by VA[55], as hardware does.
+ */
+#define S2PT_CONFIG_TTBR1 0x40u
 
 /* VTCR_EL2 fields */
 #define S2PT_VTCR_T0SZ_SHIFT 0
@@ -359,19 +366,27 @@ int s2pt_config_init(struct s2pt_config *cfg, uint32_t ipa_bits, uint32_t granul
 int s2pt_config_from_vtcr(struct s2pt_config *cfg, uint64_t vtcr, uint32_t vmid,
 			  uint32_t flags);
 
-/* TCR_EL1 fields (the TTBR0 half; T1SZ, TG1 and the TTBR1 attributes stay 0, EPD1 set). */
+/* TCR_EL1 fields. A table's TCR value holds its own half (TTBR0: T0SZ, IRGN0, ORGN0, SH0,
+ * TG0; TTBR1: T1SZ, ..., TG1), the common IPS, AS and DS, and the other half's EPD bit. */
 #define S2PT_TCR_T0SZ_SHIFT 0
+#define S2PT_TCR_EPD0 (1ull << 7)
 #define S2PT_TCR_IRGN0_SHIFT 8
 #define S2PT_TCR_ORGN0_SHIFT 10
 #define S2PT_TCR_SH0_SHIFT 12
 #define S2PT_TCR_TG0_SHIFT 14
+#define S2PT_TCR_T1SZ_SHIFT 16
 #define S2PT_TCR_EPD1 (1ull << 23)
+#define S2PT_TCR_IRGN1_SHIFT 24
+#define S2PT_TCR_ORGN1_SHIFT 26
+#define S2PT_TCR_SH1_SHIFT 28
+#define S2PT_TCR_TG1_SHIFT 30
 #define S2PT_TCR_IPS_SHIFT 32
 #define S2PT_TCR_AS (1ull << 36)
 #define S2PT_TCR_DS (1ull << 59)
 
 /**
- * s2pt_s1_config_init() - the geometry of stage-1 EL1&0 tables reached from TTBR0_EL1.
+ * s2pt_s1_config_init() - the geometry of stage-1 EL1&0 tables reached from TTBR0_EL1 (or
+ * TTBR1_EL1 with S2PT_CONFIG_TTBR1).
  * @cfg:      filled on success (flags gain S2PT_CONFIG_STAGE1), untouched on error. The
  *            fields keep their stage-2 names: @ipa_bits is the VA size (64 - T0SZ), @pa_bits
  *            the output (IPA) size TCR_EL1.IPS gives, @vmid the ASID, @vtcr the TCR_EL1
@@ -381,12 +396,13 @@ int s2pt_config_from_vtcr(struct s2pt_config *cfg, uint64_t vtcr, uint32_t vmid,
  * @granule:  4096, 16384 or 65536 (TG0).
  * @ips_bits: 32, 36, 40, 42, 44, 48, or 52 (64K, or 4K/16K with LPA2).
  * @asid:     0..65535 (> 255 sets TCR_EL1.AS).
- * @flags:    S2PT_CONFIG_LPA2 (TCR_EL1.DS) and S2PT_CONFIG_NO_TLBIRANGE only.
+ * @flags:    S2PT_CONFIG_LPA2 (TCR_EL1.DS), S2PT_CONFIG_TTBR1 and S2PT_CONFIG_NO_TLBIRANGE.
  *
  * levels = ceil((va_bits - granule_shift) / stride), start = 4 - levels, one root table of
  * 2^(va_bits - shift(start)) entries. Blocks are allowed where stage 2 allows them. TCR_EL1
  * gets T0SZ, IRGN0 = ORGN0 = WBWA, SH0 inner shareable, TG0, EPD1 (no TTBR1 walks), IPS, AS
- * for a 16-bit ASID and DS with LPA2. Table descriptors are written with APTable, XNTable and
+ * for a 16-bit ASID and DS with LPA2; with S2PT_CONFIG_TTBR1 the same in T1SZ, IRGN1, ORGN1,
+ * SH1, TG1 (whose encodings differ from TG0's) and EPD0 instead. Table descriptors are written with APTable, XNTable and
  * PXNTable 0 (no hierarchical limits); the walk reads leaves only for permissions.
  *
  * Return: 0, or S2PT_ECONFIG.
@@ -1068,14 +1084,27 @@ struct s2pt_translation2 {
 };
 
 /**
+ * struct s2pt_regime - a guest's EL1&0 stage-1 translation regime.
+ * @ttbr0: the tables of VAs with VA[55] = 0 (TTBR0_EL1), or NULL (EPD0 = 1: those VAs fault).
+ * @ttbr1: the tables of VAs with VA[55] = 1 (S2PT_CONFIG_TTBR1), or NULL (EPD1 = 1).
+ * @mair:  MAIR_EL1, for the combined memory type.
+ * At least one table; each must be stage 1 of its own half, neither destroyed.
+ */
+struct s2pt_regime {
+	const struct s2pt_pgtable *ttbr0;
+	const struct s2pt_pgtable *ttbr1;
+	uint64_t mair;
+};
+
+/**
  * s2pt_translate2() - the stage-1 and stage-2 translation of @va for @access, as an EL1&0
  * access with both stages on (SCTLR_EL1.M = 1, HCR_EL2.VM = 1) performs it.
  * @s2:     stage-2 tables (the VM).
- * @s1:     stage-1 tables (S2PT_CONFIG_STAGE1) whose pool base is an IPA: the walk finds each
- *          stage-1 descriptor at its IPA in @s1's pool after stage 2 has translated that IPA
+ * @r:      the guest's stage-1 regime: VA[55] picks @r->ttbr0 or @r->ttbr1 (stage-1 tables,
+ *          S2PT_CONFIG_STAGE1, whose pool base is an IPA). The walk finds each stage-1
+ *          descriptor at its IPA in that table's pool after stage 2 has translated the IPA
  *          (with stage-2 read permission and AF checked, as a table walk needs). The pool
  *          stands for the guest RAM that stage 2 maps there; the PA stage 2 gives is reported.
- * @mair:   MAIR_EL1, for the combined memory type.
  * @access: any enum s2pt_access (EL0 data accesses need USER at stage 1).
  * @out:    the result on success. @f: the fault on S2PT_EFAULT.
  * @steps:  NULL, or room for S2PT_MAX_NESTED_STEPS reads; @nsteps (NULL with @steps) gets how
@@ -1086,13 +1115,16 @@ struct s2pt_translation2 {
  * flag and permission; then the stage-2 walk of the output IPA, its access flag and
  * permission (stage-2 execute rights follow the access's EL). An output IPA beyond the
  * stage-2 input size is a stage-2 translation fault at level 0, as is a table IPA beyond it.
+ * A VA whose bits above the table's VA size are not all VA[55] (no TBI), or whose half has
+ * no table (EPDx = 1), is a stage-1 translation fault at level 0 with no read made.
  *
- * Return: 0, S2PT_EFAULT, S2PT_EINVAL (@s1 not stage 1, @s2 stage 1, bad @access),
+ * Return: 0, S2PT_EFAULT, S2PT_EINVAL (a bad regime: see struct s2pt_regime; @s2 stage 1,
+ * bad @access),
  * S2PT_EDESTROYED, S2PT_EINVARIANT (a stage-1 table IPA outside @s1's pool).
  */
-int s2pt_translate2(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1, uint64_t mair,
-		    uint64_t va, uint32_t access, struct s2pt_translation2 *out,
-		    struct s2pt_fault2 *f, struct s2pt_nested_step *steps, uint32_t *nsteps);
+int s2pt_translate2(const struct s2pt_pgtable *s2, const struct s2pt_regime *r, uint64_t va,
+		    uint32_t access, struct s2pt_translation2 *out, struct s2pt_fault2 *f,
+		    struct s2pt_nested_step *steps, uint32_t *nsteps);
 
 /* In s2pt_translate2_many()'s @fsc_out: a stage-2 fault on a stage-1 table read, where
  * ESR_EL2.ISS[7] (S1PTW) has it; bits 5:0 hold the FSC. */
@@ -1111,7 +1143,7 @@ int s2pt_translate2(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1
  *             the reads of a walk without caches, whatever the batch remembers in between.
  * Return: number of faulting VAs (>= 0), S2PT_EINVAL, S2PT_EDESTROYED, S2PT_EINVARIANT.
  */
-int64_t s2pt_translate2_many(const struct s2pt_pgtable *s2, const struct s2pt_pgtable *s1,
+int64_t s2pt_translate2_many(const struct s2pt_pgtable *s2, const struct s2pt_regime *r,
 			     const uint64_t *vas, size_t n, uint32_t access, uint64_t *pa_out,
 			     uint64_t *ipa_out, uint8_t *fsc_out, uint8_t *stage_out,
 			     uint8_t *reads_out);
