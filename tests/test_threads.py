@@ -1,4 +1,4 @@
-"""Threads: bulk calls (map / unmap of >= 64 pages, map_many, translate_many, access_many,
+"""Threads: bulk calls (map / unmap of >= 64 pages, map_many, translate_many, translate2_many,
 split, collapse, wrprotect, the young scans, the dirty log) run without the GIL, under one lock
 per pool. Whatever the interleaving:
 
@@ -272,3 +272,47 @@ def test_map_many_and_unmap_many_from_two_threads_sharing_a_pool():
         pt.check()
     assert np.array_equal(got[0][0], got[1][0])
     assert pool.used == sum(pt.table_pages for pt in vms)
+
+
+# ---- the nested walk ------------------------------------------------------------------------
+
+def test_nested_batches_hold_both_pools_without_deadlock():
+    """translate2_many holds the VM's pool and the guest's: two threads whose calls take two
+    shared pools the other way round (each VM's pool is the other's guest-table pool) finish,
+    and each batch sees a consistent state while a third thread maps and unmaps in them."""
+    pools = [s2pt.PagePool(256, 4096, 1 << 32), s2pt.PagePool(256, 4096, 1 << 33)]
+    vms, guests = [], []
+    for k in range(2):
+        vm = s2pt.Stage2(ipa_bits=40, pool=pools[k])
+        s1 = s2pt.Stage1(va_bits=48, pool=pools[1 - k])
+        base = pools[1 - k].base_pa                       # the guest's table pages, as IPAs
+        vm.map(base, base + 64 * GiB, 256 * 4096, blocks=False)
+        vm.map(0, PA, 2 * MiB, blocks=False)
+        s1.map(0x7F00_0000_0000, 0, 2 * MiB, Prot.RW, blocks=False)
+        vms.append(vm)
+        guests.append(s1)
+    vas = np.arange(0x7F00_0000_0000, 0x7F00_0020_0000, 4096, dtype=np.uint64)
+    want = vas - np.uint64(0x7F00_0000_0000) + np.uint64(PA)
+
+    def batches(k):
+        def run():
+            for _ in range(ROUNDS // 3):
+                pa, fsc, stage, reads = vms[k].translate2_many(vas, guests[k])
+                ok = stage == 0
+                # Each batch sees the page at 1 MiB either mapped or not, never half-made.
+                assert (pa[ok] == want[ok]).all() and set(stage.tolist()) <= {0, 2}
+                assert (reads[ok] == 4 * (3 + 1) + 3).all()
+        return run
+
+    def churn():
+        for i in range(ROUNDS):
+            vm = vms[i % 2]
+            vm.unmap(MiB, 64 * 4096)
+            vm.map(MiB, PA + MiB, 64 * 4096, blocks=False)
+
+    run_threads(batches(0), batches(1), churn)
+    for k in range(2):
+        vms[k].check()
+        guests[k].check()
+        pa, _, stage, _ = vms[k].translate2_many(vas, guests[k])
+        assert (stage == 0).all() and (pa == want).all()
