@@ -529,3 +529,31 @@ def test_regime_refuses_what_one_tcr_cannot_hold():
         s2pt.Stage1(ttbr=2)
     with pytest.raises(TypeError):
         vm.translate2(0x1000, object())
+
+
+def test_stage1_tlb_events_name_vas():
+    """The engine's invalidation rules hold at stage 1 (break-before-make is the Arm ARM's for
+    both stages); the events carry VAs, whole ones for TTBR1 tables."""
+    lo = s2pt.Stage1(va_bits=39, pool=s2pt.PagePool(16, 4096, S1_IPA))
+    lo.map(0x4000_0000, DATA_IPA, 4 * 4 * KiB)
+    assert len(lo.tlbi_log()) == 0                                   # new entries: nothing cached
+    lo.unmap(0x4000_1000, 4 * KiB)
+    lo.protect(0x4000_2000, 4 * KiB, Prot.R)
+    ev = lo.tlbi_log()
+    assert [(e["kind"], e["ipa"], e["size"], e["level"], e["reason"]) for e in ev] == [
+        (s2pt.TLBI_IPA, 0x4000_1000, 4 * KiB, 3, s2pt.TLBI_UNMAP),
+        (s2pt.TLBI_IPA, 0x4000_2000, 4 * KiB, 3, s2pt.TLBI_PERM)]
+    hi = s2pt.Stage1(va_bits=39, ttbr=1, pool=s2pt.PagePool(16, 4096, S1_IPA + MiB))
+    top = (1 << 64) - 4 * KiB
+    hi.map(top - 4 * KiB, DATA_IPA, 8 * KiB)
+    hi.unmap(top, 4 * KiB)
+    ev = hi.tlbi_log()
+    assert [(e["ipa"], e["level"], e["reason"]) for e in ev] == [(top, 3, s2pt.TLBI_UNMAP)]
+    hi.map((1 << 64) - 2 * MiB, DATA_IPA, 2 * MiB)                   # pages give way to a block
+    ev = hi.tlbi_log()
+    assert len(ev) == 1 and ev[0]["ipa"] == (1 << 64) - 2 * MiB and ev[0]["bbm"] == 1
+    assert ev[0]["reason"] == s2pt.TLBI_COALESCE and ev[0]["size"] == 2 * MiB
+    off = s2pt.Stage1(va_bits=39, tlbi_capacity=0, pool=s2pt.PagePool(8, 4096, S1_IPA))
+    off.map(0, DATA_IPA, 4 * KiB)
+    off.unmap(0, 4 * KiB)
+    assert len(off.tlbi_log()) == 0

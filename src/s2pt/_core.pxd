@@ -68,6 +68,8 @@ cdef class Stage1:
     cdef readonly PagePool pool
     cdef uint64_t mair_value
     cdef uint64_t va_base
+    cdef s2pt_tlbi_log log
+    cdef s2pt_tlbi *events
     cdef uint64_t _in(self, object va) except? 0
     cdef int _sync(self) except -1
     cdef int _live(self) except -1

@@ -2061,7 +2061,7 @@ cdef class Stage1:
     halves for the nested walk.
     ``mair`` is MAIR_EL1 (for the combined memory type of the nested walk; ``attr`` of
     :meth:`map` indexes it). Every call validates its arguments and, on any error, changes
-    nothing. Stage-1 TLB events are not logged yet.
+    nothing; :meth:`tlbi_log` gives the TLB invalidations the changes require.
     """
 
     def __cinit__(self):
@@ -2069,10 +2069,11 @@ cdef class Stage1:
         self.pt.destroyed = 1
 
     def __init__(self, va_bits=48, granule=4096, ips_bits=48, asid=0, pool=None, *,
-                 lpa2=False, mair=DEFAULT_MAIR, ttbr=0):
+                 lpa2=False, mair=DEFAULT_MAIR, ttbr=0, tlbi_capacity=4096):
         cdef s2pt_config cfg
         cdef PagePool p
         cdef uint32_t flags = S2PT_CONFIG_LPA2 if lpa2 else 0
+        cdef uint32_t cap = _u32(tlbi_capacity, "tlbi_capacity")
         cdef int rc
         if not self.pt.destroyed:
             raise InvalidArgumentError("Stage1 is already initialised")
@@ -2096,6 +2097,12 @@ cdef class Stage1:
         else:
             raise InvalidArgumentError(f"pool must be a PagePool or None, not {type(pool)}")
         p._wait()
+        if cap:
+            self.events = <s2pt_tlbi *>_mem_get(cap * sizeof(s2pt_tlbi), 0)
+            if self.events == NULL:
+                raise MemoryError()
+        self.log.events = self.events
+        self.log.capacity = cap
         rc = s2pt_pgtable_init(&self.pt, &cfg, &p.pool)
         if rc:
             if rc == S2PT_ECONFIG:
@@ -2103,12 +2110,14 @@ cdef class Stage1:
                     f"pool (granule {p.granule}, IPAs up to {p.end_pa:#x}) does not suit these "
                     f"tables (granule {granule}, {ips_bits}-bit IPS)")
             _raise(rc, f"a root page from a pool with {p.free} free")
+        self.pt.tlbi = &self.log
         self.pool = p
         self.va_base = (<uint64_t>0 - ((<uint64_t>1) << cfg.ipa_bits)) if ttbr else 0
 
     def __dealloc__(self):
         if not self.pt.destroyed:
             s2pt_pgtable_destroy(&self.pt)
+        _mem_put(self.events, self.log.capacity * sizeof(s2pt_tlbi), 0, 0)
 
     cdef uint64_t _in(self, object va) except? 0:
         """The input the C core takes for ``va``: the VA itself, or for TTBR1 tables its low
@@ -2314,6 +2323,27 @@ cdef class Stage1:
             if next_va >= end:
                 return result
             start = next_va
+
+    def tlbi_log(self, clear=True):
+        """The TLB invalidations the changes so far require, as :meth:`Stage2.tlbi_log` gives
+        them (same rules: the Arm ARM's break-before-make holds at both stages), with VAs in
+        the ``ipa`` field (whole VAs for TTBR1 tables). At stage 1 an IPA event is TLBI VAE1IS
+        (VALE1IS with a level hint; VAAE1IS / VAALE1IS for a global leaf: every ASID), a range
+        event TLBI RVAE1IS, and a VMID event everything of the ASID (ASIDE1IS; VMALLE1IS when
+        global leaves went)."""
+        self._sync()
+        cdef uint8_t[::1] raw
+        out = np.empty(self.log.count, dtype=TLBI_DTYPE)
+        if self.log.count:
+            raw = out.view(np.uint8)
+            memcpy(&raw[0], self.events, self.log.count * sizeof(s2pt_tlbi))
+        if self.va_base:
+            by_address = out["kind"] != TLBI_VMID
+            out["ipa"][by_address] += np.uint64(self.va_base)
+        if clear:
+            self.log.count = 0
+            self.log.overflowed = 0
+        return out
 
     def check(self):
         """Verify every invariant of the tables and the pool; raises :class:`InvariantError`."""
