@@ -954,6 +954,41 @@ cdef class PagePool:
 
 # ---- the VM's tables ----------------------------------------------------------------------
 
+# What a Stage2 and a Stage1 do alike with their tables (one C core, one marshalling).
+
+cdef list _walk_list(const s2pt_pgtable *pt, uint64_t address):
+    cdef s2pt_walk_step steps[4]
+    cdef uint32_t n = 0, k
+    cdef int rc = s2pt_walk_path(pt, address, steps, &n)
+    if rc:
+        _raise(rc)
+    return [WalkStep(steps[k].level, steps[k].table_pa, steps[k].index, steps[k].desc_pa,
+                     steps[k].desc) for k in range(n)]
+
+
+cdef int _check_tables(const s2pt_pgtable *pt) except -1:
+    cdef char msg[256]
+    cdef int rc = s2pt_check(pt, msg, sizeof(msg))
+    if rc == S2PT_EINVARIANT:
+        raise InvariantError(msg.decode())
+    if rc:
+        _raise(rc)
+    return 0
+
+
+cdef object _tlbi_events(s2pt_tlbi_log *log, bint clear):
+    """The log's events as a TLBI_DTYPE array (a copy); ``clear`` empties the log."""
+    cdef uint8_t[::1] raw
+    out = np.empty(log.count, dtype=TLBI_DTYPE)
+    if log.count:
+        raw = out.view(np.uint8)
+        memcpy(&raw[0], log.events, log.count * sizeof(s2pt_tlbi))
+    if clear:
+        log.count = 0
+        log.overflowed = 0
+    return out
+
+
 # Never clear `pool` before __dealloc__ returns the VM's pages to it (GC of a reference cycle).
 @cython.no_gc_clear
 cdef class Stage2:
@@ -1860,13 +1895,7 @@ cdef class Stage2:
     def walk(self, ipa):
         """Every descriptor the walk of ``ipa`` reads, root first, as :class:`WalkStep`."""
         self._sync()
-        cdef s2pt_walk_step steps[4]
-        cdef uint32_t n = 0, k
-        cdef int rc = s2pt_walk_path(&self.pt, _u64(ipa, "ipa"), steps, &n)
-        if rc:
-            _raise(rc)
-        return [WalkStep(steps[k].level, steps[k].table_pa, steps[k].index, steps[k].desc_pa,
-                         steps[k].desc) for k in range(n)]
+        return _walk_list(&self.pt, _u64(ipa, "ipa"))
 
     def mappings(self, ipa=0, size=None):
         """Iterate over the valid leaves intersecting ``[ipa, ipa + size)`` in IPA order, one
@@ -1928,12 +1957,7 @@ cdef class Stage2:
         """Verify every invariant (counts, reachability, ownership, descriptor sanity, the
         pool's free list); raises :class:`InvariantError` describing the first violation."""
         self._sync()
-        cdef char msg[256]
-        cdef int rc = s2pt_check(&self.pt, msg, sizeof(msg))
-        if rc == S2PT_EINVARIANT:
-            raise InvariantError(msg.decode())
-        if rc:
-            _raise(rc)
+        _check_tables(&self.pt)
 
     def dump(self):
         """The tables as text in KVM's stage-2 ptdump format (the per-VM debugfs file
@@ -1973,15 +1997,7 @@ cdef class Stage2:
         one TLBI_VMID event instead. ``clear`` empties the log. Which operation logs what is
         in README.md ("TLB events") and in s2pt.h."""
         self._sync()
-        cdef uint8_t[::1] raw
-        out = np.empty(self.log.count, dtype=TLBI_DTYPE)
-        if self.log.count:
-            raw = out.view(np.uint8)
-            memcpy(&raw[0], self.events, self.log.count * sizeof(s2pt_tlbi))
-        if clear:
-            self.log.count = 0
-            self.log.overflowed = 0
-        return out
+        return _tlbi_events(&self.log, clear)
 
     def __reduce__(self):
         return (_vm_from_state, (self.pool, self._state()))
@@ -2292,13 +2308,7 @@ cdef class Stage1:
         """Every descriptor the stage-1 walk of ``va`` reads, root first (``table_pa`` and
         ``desc_pa`` are IPAs here), as :class:`WalkStep`."""
         self._sync()
-        cdef s2pt_walk_step steps[4]
-        cdef uint32_t n = 0, k
-        cdef int rc = s2pt_walk_path(&self.pt, self._in(va), steps, &n)
-        if rc:
-            _raise(rc)
-        return [WalkStep(steps[k].level, steps[k].table_pa, steps[k].index, steps[k].desc_pa,
-                         steps[k].desc) for k in range(n)]
+        return _walk_list(&self.pt, self._in(va))
 
     def mappings(self, va=None, size=None):
         """The valid leaves intersecting ``[va, va + size)`` in VA order, as :class:`Mapping`
@@ -2332,28 +2342,15 @@ cdef class Stage1:
         event TLBI RVAE1IS, and a VMID event everything of the ASID (ASIDE1IS; VMALLE1IS when
         global leaves went)."""
         self._sync()
-        cdef uint8_t[::1] raw
-        out = np.empty(self.log.count, dtype=TLBI_DTYPE)
-        if self.log.count:
-            raw = out.view(np.uint8)
-            memcpy(&raw[0], self.events, self.log.count * sizeof(s2pt_tlbi))
+        out = _tlbi_events(&self.log, clear)
         if self.va_base:
-            by_address = out["kind"] != TLBI_VMID
-            out["ipa"][by_address] += np.uint64(self.va_base)
-        if clear:
-            self.log.count = 0
-            self.log.overflowed = 0
+            out["ipa"][out["kind"] != TLBI_VMID] += np.uint64(self.va_base)
         return out
 
     def check(self):
         """Verify every invariant of the tables and the pool; raises :class:`InvariantError`."""
         self._sync()
-        cdef char msg[256]
-        cdef int rc = s2pt_check(&self.pt, msg, sizeof(msg))
-        if rc == S2PT_EINVARIANT:
-            raise InvariantError(msg.decode())
-        if rc:
-            _raise(rc)
+        _check_tables(&self.pt)
 
     def destroy(self):
         """Free every table page back to the pool; further use raises DestroyedError."""
