@@ -2145,6 +2145,7 @@ cdef class Stage1:
             raise RangeError(f"address out of range: va={v:#x} is below the TTBR1 range, which "
                              f"starts at {self.va_base:#x} ({self.pt.cfg.ipa_bits}-bit VAs)")
         return v - self.va_base
+
     cdef inline int _sync(self) except -1:
         if self.pool is not None and self.pool.busy:
             self.pool._wait()
