@@ -557,3 +557,29 @@ def test_stage1_tlb_events_name_vas():
     off.map(0, DATA_IPA, 4 * KiB)
     off.unmap(0, 4 * KiB)
     assert len(off.tlbi_log()) == 0
+
+
+def test_a_guest_travels_with_its_vm():
+    """pickle / deepcopy of (VM, regime): the pools travel once each, the trees are checked on
+    the way in, and the copy walks as the original, TTBR1 VAs and TLB log included."""
+    vm, lo, hi = regime_guest()
+    lo.map(0x1000, DATA_IPA + 0x1000, 4 * KiB, Prot.RW, user=True, global_=False)
+    hi.map((1 << 64) - 8 * KiB, DATA_IPA + 0x2000, 8 * KiB)
+    hi.unmap((1 << 64) - 4 * KiB, 4 * KiB)
+    rg = s2pt.Regime(lo, hi, mair=0xFF44)
+    vm2, rg2 = pickle.loads(pickle.dumps((vm, rg)))
+    assert rg2.mair == 0xFF44 and rg2.registers() == rg.registers()
+    assert rg2.ttbr1.pool is not hi.pool and rg2.ttbr1.mappings() == hi.mappings()
+    assert rg2.ttbr1.tlbi_log(clear=False).tolist() == hi.tlbi_log(clear=False).tolist()
+    for va in (0x1010, (1 << 64) - 8 * KiB + 0x18):
+        t, t2 = vm.translate2(va, rg), vm2.translate2(va, rg2)
+        assert (t2.pa, t2.ipa, t2.prot, t2.steps) == (t.pa, t.ipa, t.prot, t.steps)
+    import copy
+    lo3 = copy.deepcopy(lo)
+    lo3.unmap(0x1000, 4 * KiB)
+    assert lo.translate(0x1000).pa == DATA_IPA + 0x1000 and lo3.lookup(0x1000) is None
+    lo3.check()
+    state = lo._state()
+    state["version"] = s2pt._core.STATE_VERSION + 1
+    with pytest.raises(s2pt.StateFormatError):
+        s2pt._core._s1_from_state(lo.pool, state)

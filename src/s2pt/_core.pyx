@@ -2359,11 +2359,80 @@ cdef class Stage1:
         if not self.pt.destroyed:
             s2pt_pgtable_destroy(&self.pt)
 
+    # -- state that travels (pickle, copy.deepcopy), with its pool as Stage2's does ---------
+    def __reduce__(self):
+        return (_s1_from_state, (self.pool, self._state()))
+
+    def _state(self):
+        """The tables as plain values (their pool travels separately): geometry, MAIR, root,
+        owner id, TLB log."""
+        self._sync()
+        return {
+            "version": STATE_VERSION, "va_bits": self.pt.cfg.ipa_bits,
+            "granule": 1 << self.pt.cfg.granule_shift, "ips_bits": self.pt.cfg.pa_bits,
+            "asid": self.pt.cfg.vmid, "lpa2": self.lpa2, "ttbr": self.ttbr_index,
+            "mair": self.mair_value, "destroyed": int(self.pt.destroyed),
+            "root_pa": self.pt.root_pa, "owner": self.pt.owner, "frees": self.pt.frees,
+            "tlbi_capacity": self.log.capacity, "tlbi_overflowed": self.log.overflowed,
+            "tlbi": _tlbi_events(&self.log, False),
+        }
+
     def __repr__(self):
         state = "destroyed" if self.pt.destroyed else f"{self.pt.table_pages} table pages"
         half = ", ttbr=1" if self.va_base else ""
         return (f"Stage1(va_bits={self.va_bits}, granule={self.granule}, "
                 f"ips_bits={self.ips_bits}, asid={self.asid}{half}, {state})")
+
+
+def _s1_from_state(PagePool pool not None, dict state):
+    """Stage-1 tables from Stage1._state() over their restored pool (the tree is checked)."""
+    cdef Stage1 s1 = Stage1.__new__(Stage1)
+    cdef s2pt_config cfg
+    cdef const unsigned char[::1] raw
+    cdef char msg[256]
+    cdef uint32_t cap, flags
+    cdef int rc
+    _check_version(state, "Stage1")
+    try:
+        flags = (S2PT_CONFIG_LPA2 if state["lpa2"] else 0) | (
+            S2PT_CONFIG_TTBR1 if state["ttbr"] else 0)
+        rc = s2pt_s1_config_init(&cfg, _u32(state["va_bits"], "va_bits"),
+                                 _u32(state["granule"], "granule"),
+                                 _u32(state["ips_bits"], "ips_bits"), _u32(state["asid"], "asid"),
+                                 flags)
+        cap = _u32(state["tlbi_capacity"], "tlbi_capacity")
+        events = np.ascontiguousarray(state["tlbi"], dtype=TLBI_DTYPE)
+        destroyed, mair = bool(state["destroyed"]), _u64(state["mair"], "mair")
+        root_pa, owner, frees = state["root_pa"], state["owner"], state["frees"]
+        overflowed = bool(state["tlbi_overflowed"])
+    except KeyError as e:
+        raise InvariantError(f"Stage1 state lacks {e}") from None
+    if rc:
+        raise InvariantError("Stage1 state: geometry s2pt does not build")
+    if events.shape[0] > cap:
+        raise InvariantError("Stage1 state: the TLB log does not fit")
+    pool._ready()
+    if cap:
+        s1.events = <s2pt_tlbi *>_mem_get(cap * sizeof(s2pt_tlbi), 0)
+        if s1.events == NULL:
+            raise MemoryError()
+    s1.log.events = s1.events
+    s1.log.capacity = cap
+    if not destroyed:
+        rc = s2pt_pgtable_restore(&s1.pt, &cfg, &pool.pool, _u64(root_pa, "root_pa"),
+                                  _u32(owner, "owner"), _u64(frees, "frees"), msg, sizeof(msg))
+        if rc:
+            _raise(rc, msg.decode() or f"root {root_pa:#x}, owner {owner}")
+    s1.pt.tlbi = &s1.log
+    s1.pool = pool
+    s1.mair_value = mair
+    s1.va_base = (<uint64_t>0 - ((<uint64_t>1) << cfg.ipa_bits)) if state["ttbr"] else 0
+    if events.shape[0]:
+        raw = events.view(np.uint8)
+        memcpy(s1.events, &raw[0], raw.shape[0])
+    s1.log.count = events.shape[0]
+    s1.log.overflowed = overflowed
+    return s1
 
 
 cdef class Regime:
@@ -2421,8 +2490,15 @@ cdef class Regime:
                 "TTBR1_EL1": 0 if self.ttbr1 is None else self.ttbr1.ttbr,
                 "MAIR_EL1": self.mair_value}
 
+    def __reduce__(self):
+        return (_regime_from_state, (self.ttbr0, self.ttbr1, self.mair_value))
+
     def __repr__(self):
         return f"Regime(ttbr0={self.ttbr0!r}, ttbr1={self.ttbr1!r}, mair={self.mair_value:#x})"
+
+
+def _regime_from_state(ttbr0, ttbr1, mair):
+    return Regime(ttbr0, ttbr1, mair=mair)
 
 
 cdef tuple _regime_of(object s1, s2pt_regime *r):
