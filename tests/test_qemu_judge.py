@@ -16,7 +16,9 @@ FWB per VM; SCTLR_EL1.M = 0 so that stage 1 is off and VA = IPA) and
 * mode 2: mode 1, then a branch to the IPA from EL0 (ERET to an EL0t stub in the EL1 code
   page, which every mode-1/2 VM maps read + execute for EL1 and EL0): its stage-2 instruction
   abort is taken at EL2 as EL1's is, its UDF at EL1's "lower EL" vector, which reports it with
-  HVC #1 too. This judges EL0 execute permission (Prot.UX, FEAT_XNX's XN[1:0]).
+  HVC #1 too. This judges EL0 execute permission (Prot.UX, FEAT_XNX's XN[1:0]);
+* modes 3 and 4 (stage 1 on: ``tests/test_qemu_judge_nested.py`` judges the nested walk with
+  them): AT S12E1R/W and S12E0R/W per VA, and mode 2's accesses plus an EL0 load and store.
 
 Results come back in a host file written through semihosting. What is compared, per IPA and
 access, with ``Stage2.translate_many`` (Access.READ / WRITE / EXEC / EXEC_EL0):
@@ -120,10 +122,11 @@ Address-size faults, which s2pt never writes, are judged on corrupted copies of 
 above the PA size, and VTTBR_EL2 bases above it, against ``s2pt.translate_image``.
 
 Not judged here: HPFAR_EL2 on permission faults (UNKNOWN in the Arm ARM), stage-2 faults on a
-stage-1 walk (stage 1 is off), PAR_EL1.ATTR of real accesses (modes 1, 2). IPAs at or above
-2**52 are not probed: with stage 1 off they fault at stage 1 (address size, PAMax = 52 on
-``-cpu max``) before stage 2 sees them. Modes 1 and 2 need no stack: their stubs use x0 and x1
-only.
+stage-1 walk (stage 1 is off; ``tests/test_qemu_judge_nested.py`` judges them, and the whole
+nested walk, with probe modes 3 and 4), PAR_EL1.ATTR of real accesses (modes 1, 2). IPAs at or
+above 2**52 are not probed: with stage 1 off they fault at stage 1 (address size, PAMax = 52 on
+``-cpu max``) before stage 2 sees them. Modes 1, 2 and 4 need no stack: their stubs use x0 and
+x1 only.
 """
 
 from __future__ import annotations
@@ -182,11 +185,16 @@ STATUS = {0x10: "not started at EL2", 0x11: "bad mode", 0x12: "unexpected except
           0x13: "semihosting open failed", 0x14: "semihosting write failed",
           0x15: "bad configuration block"}
 
-# probe modes: AT; EL1 load/store/branch; the same plus a branch from EL0
-MODE_AT, MODE_EL1, MODE_EL0 = 0, 1, 2
+# probe modes: AT; EL1 load/store/branch; the same plus a branch from EL0; with stage 1 on
+# (tests/test_qemu_judge_nested.py): AT S12E1R/W + S12E0R/W; mode 2 plus an EL0 load and store
+MODE_AT, MODE_EL1, MODE_EL0, MODE_AT_S1, MODE_NESTED = 0, 1, 2, 3, 4
+_G = s2pt.GuestAccess
 ACCESSES = {MODE_AT: (Access.READ, Access.WRITE),
             MODE_EL1: (Access.READ, Access.WRITE, Access.EXEC),
-            MODE_EL0: (Access.READ, Access.WRITE, Access.EXEC, Access.EXEC_EL0)}
+            MODE_EL0: (Access.READ, Access.WRITE, Access.EXEC, Access.EXEC_EL0),
+            MODE_AT_S1: (_G.READ, _G.WRITE, _G.READ_EL0, _G.WRITE_EL0),
+            MODE_NESTED: (_G.READ, _G.WRITE, _G.EXEC, _G.EXEC_EL0, _G.READ_EL0, _G.WRITE_EL0)}
+CFG_S1, CFG_S1_SIZE = 0x2000, 32       # modes 3, 4: SCTLR_EL1, TCR_EL1, TTBR0_EL1, MAIR_EL1
 
 # mode-1/2 record outcomes
 DONE, ABORT, EL1_EXC, OTHER = 0, 1, 2, 3
@@ -232,6 +240,7 @@ class Vm:
     label: str
     hcr: int = HCR_BASE         # HCR_EL2 while this VM is probed
     vttbr: int | None = None    # VTTBR_EL2 if not pt.vttbr (a corrupted base)
+    s1regs: tuple | None = None  # modes 3, 4: (SCTLR_EL1, TCR_EL1, TTBR0_EL1, MAIR_EL1)
 
     def __post_init__(self):
         assert bool(self.hcr & HCR_FWB) == self.pt.fwb, "HCR_EL2.FWB must match the VM's format"
@@ -254,17 +263,21 @@ def pool_image(pool: s2pt.PagePool) -> bytes:
 
 
 def launch(elf: Path, workdir: Path, pool: s2pt.PagePool, vms: list[Vm], mode: int,
-           image: bytes | None = None):
+           image: bytes | None = None, *, images=(), ram: str = RAM):
     """Run the probe over ``vms`` (all with tables in ``pool``; ``image``: other contents for
-    the pool's RAM window, e.g. a corrupted copy). Returns (records per VM, secs)."""
+    the pool's RAM window, e.g. a corrupted copy; ``images``: more (name, guest PA, bytes) to
+    load, e.g. stage-1 tables; ``ram``: QEMU's -m). Returns (records per VM, secs)."""
     assert pool.base_pa == POOL_BASE and 0 < len(vms) <= MAX_VMS
     workdir.mkdir(parents=True, exist_ok=True)
     result = workdir / "result.bin"
     if result.exists():
         result.unlink()
     rec_words = 2 if mode == MODE_AT else 4
-    per_ipa = 1 if mode == MODE_AT else len(ACCESSES[mode])
-    cfg = bytearray(CFG_VMS + CFG_VM_SIZE * len(vms))
+    per_ipa = 1 if mode in (MODE_AT, MODE_AT_S1) else len(ACCESSES[mode])
+    stage1 = mode in (MODE_AT_S1, MODE_NESTED)
+    assert len(vms) <= (CFG_S1 - CFG_VMS) // CFG_VM_SIZE
+    cfg = bytearray(CFG_S1 + CFG_S1_SIZE * len(vms) if stage1 else
+                    CFG_VMS + CFG_VM_SIZE * len(vms))
     struct.pack_into("<4Q", cfg, 0, CFG_MAGIC, mode, len(vms), OUT_BASE)
     name = str(result).encode() + b"\0"
     assert len(name) <= 256, f"result path too long for the probe: {result}"
@@ -277,6 +290,9 @@ def launch(elf: Path, workdir: Path, pool: s2pt.PagePool, vms: list[Vm], mode: i
         vttbr = vm.pt.vttbr if vm.vttbr is None else vm.vttbr
         struct.pack_into("<6Q", cfg, CFG_VMS + CFG_VM_SIZE * i, vm.pt.vtcr, vttbr,
                          ipas.size, addr, vm.hcr, 0)
+        assert (vm.s1regs is not None) == stage1, "stage-1 registers are for modes 3, 4 only"
+        if stage1:
+            struct.pack_into("<4Q", cfg, CFG_S1 + CFG_S1_SIZE * i, *vm.s1regs)
         lists.append(ipas)
         addr += 8 * ipas.size
         total += ipas.size
@@ -287,10 +303,14 @@ def launch(elf: Path, workdir: Path, pool: s2pt.PagePool, vms: list[Vm], mode: i
     (workdir / "cfg.bin").write_bytes(bytes(cfg))
     (workdir / "ipas.bin").write_bytes(b"".join(x.tobytes() for x in lists) or b"\0" * 8)
     (workdir / "pool.bin").write_bytes(image or b"\0" * 8)
-    cmd = [QEMU, "-M", "virt,virtualization=on", "-cpu", "max", "-m", RAM, "-nographic",
+    cmd = [QEMU, "-M", "virt,virtualization=on", "-cpu", "max", "-m", ram, "-nographic",
            "-monitor", "none", "-nic", "none", "-semihosting-config", "enable=on,target=native",
            "-kernel", str(elf)]
-    for f, a in (("cfg.bin", CFG_BASE), ("ipas.bin", IPA_BASE), ("pool.bin", POOL_BASE)):
+    loads = [("cfg.bin", CFG_BASE), ("ipas.bin", IPA_BASE), ("pool.bin", POOL_BASE)]
+    for f, a, data in images:
+        (workdir / f).write_bytes(data or b"\0" * 8)
+        loads.append((f, a))
+    for f, a in loads:
         cmd += ["-device", f"loader,file={workdir / f},addr={a:#x},force-raw=on"]
     (workdir / "qemu.sh").write_text(" ".join(cmd) + "\n")
     t0 = time.perf_counter()

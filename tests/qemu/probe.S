@@ -12,17 +12,25 @@
 //   0x008 mode: 0 = AT S12E1R + AT S12E1W per IPA (record: PAR after R, PAR after W)
 //               1 = EL1 accesses: load, store, branch to each IPA from EL1 (3 records per IPA)
 //               2 = as 1, then a branch to the IPA from EL0 (4 records per IPA)
+//               3 = stage 1 on (the VM's stage-1 block below): AT S12E1R, S12E1W, S12E0R,
+//                   S12E0W per VA (record: the four PARs)
+//               4 = stage 1 on: as 2 (EL1 load, store, branch; EL0 branch), then a load and a
+//                   store from EL0 (6 records per VA)
 //   0x010 number of VMs
 //   0x018 address of the result buffer
 //   0x100 result file name, NUL-terminated (at most 255 bytes)
 //   0x200 + 48*i  VM i: VTCR_EL2, VTTBR_EL2, number of IPAs, address of the IPA list,
 //                 HCR_EL2 (RW and VM must be set; e.g. DC, FWB per VM), reserved (u64 each)
+//   0x2000 + 32*i VM i's stage 1 (modes 3, 4 only): SCTLR_EL1 (M = 1), TCR_EL1, TTBR0_EL1,
+//                 MAIR_EL1 (u64 each); the stage-1 tables are guest RAM the VM maps (the host
+//                 loads their image)
 //
 // Result buffer (64-byte header, then the records):
 //   0x00 RES_MAGIC, 0x08 status (0 ok), 0x10 number of records, 0x18 words per record,
 //   0x20 ESR_EL2, 0x28 ELR_EL2, 0x30 FAR_EL2 of an unexpected EL2 exception,
 //   0x38 index of the VM being probed (progress).
 // Mode 0 record (2 words): PAR_EL1 after AT S12E1R, PAR_EL1 after AT S12E1W.
+// Mode 3 record (4 words): PAR_EL1 after AT S12E1R, S12E1W, S12E0R, S12E0W.
 // Mode 1/2 record (4 words): outcome, then
 //   0 access completed (HVC #0 from the EL1 stub):        ESR_EL2 of the HVC, 0, 0
 //   1 abort taken to EL2 (EC 0x24 data / 0x20 instr.):    ESR_EL2, HPFAR_EL2, FAR_EL2
@@ -31,11 +39,16 @@
 //     that translated
 //   3 anything else reached EL2 from EL1:                 ESR_EL2, ELR_EL2, FAR_EL2
 // The EL0 branch (mode 2, kind 3) runs the EL0 stub of the EL1 code page at EL0t; its own
-// exceptions (the UDF) go to EL1 (HCR_EL2.TGE = 0), stage-2 aborts to EL2.
+// exceptions (the UDF) go to EL1 (HCR_EL2.TGE = 0), stage-2 aborts to EL2. The EL0 load and
+// store (mode 4, kinds 4 and 5) end with SVC #0, which EL1's vector reports (outcome 2, EC
+// 0x15); with stage 1 on, stage-1 faults of EL1 and EL0 are taken at EL1 and reported the
+// same way (outcome 2: ESR_EL1, ELR_EL1, FAR_EL1). In modes 3 and 4 the EL1 code page must be
+// mapped by both stages, VA = IPA = PA, EL1 and EL0 read + execute.
 //
 // Register use while probing (EL1 stubs touch only x0 and x1):
 //   x20 config block, x21 result header, x22 next record, x23 VM count, x24 VM index,
-//   x25 mode, x26 VM descriptor, x27 IPAs left, x28 IPA list cursor, x19 access kind (modes 1, 2).
+//   x25 mode, x26 VM descriptor, x27 IPAs left, x28 IPA list cursor, x19 access kind (modes 1,
+//   2, 4), x18 access kinds per IPA (modes 1, 2, 4).
 
         .equ    CFG_BASE,       0x40100000
         .equ    CFG_MAGIC,      0x31425250544d5153      // "SQMTPRB1"
@@ -45,6 +58,8 @@
         .equ    CFG_OUT,        0x018
         .equ    CFG_NAME,       0x100
         .equ    CFG_VMS,        0x200
+        .equ    CFG_S1,         0x2000                  // stage-1 blocks (modes 3, 4)
+        .equ    CFG_S1_SIZE,    32
 
         .equ    RES_STATUS,     0x08
         .equ    RES_NREC,       0x10
@@ -60,6 +75,7 @@
 
         .equ    HCR_VAL,        (1 << 31) | (1 << 0)    // RW: EL1 is AArch64; VM: stage 2 on
         .equ    SCTLR_EL1_VAL,  0x30d00800              // RES1 bits only: M = 0, stage 1 off
+                                                        // (modes 3, 4: SCTLR_EL1 per VM)
         .equ    SPSR_EL1H,      0x3c5                   // EL1h, D, A, I, F masked
         .equ    SPSR_EL0T,      0x3c0                   // EL0t, D, A, I, F masked
 
@@ -115,12 +131,17 @@ _start:
         ldr     x23, [x20, #CFG_NVMS]
         mov     x24, #0
         ldr     x25, [x20, #CFG_MODE]
-        cmp     x25, #2
+        cmp     x25, #4
         b.hi    bad_mode
-        mov     x0, #2                  // 2 words per record in mode 0, 4 in modes 1 and 2
+        mov     x0, #2                  // 2 words per record in mode 0, 4 in modes 1..4
         cbz     x25, 1f
         mov     x0, #4
 1:      str     x0, [x21, #RES_RECWORDS]
+        add     x18, x25, #2            // access kinds: 3 in mode 1, 4 in mode 2, 6 in mode 4
+        cmp     x25, #4
+        b.ne    1f
+        mov     x18, #6
+1:
 
         // EL1 state: stage 1 off (VA = IPA), its vectors in the EL1 code page
         ldr     x0, =SCTLR_EL1_VAL
@@ -151,13 +172,26 @@ vm_loop:
         msr     vtcr_el2, x0
         ldr     x0, [x26, #8]
         msr     vttbr_el2, x0
+        cmp     x25, #3                 // modes 3, 4: this VM's stage 1
+        b.lo    1f
+        add     x1, x20, #CFG_S1
+        add     x1, x1, x24, lsl #5     // CFG_S1_SIZE = 32
+        ldp     x2, x3, [x1]
+        ldp     x4, x5, [x1, #16]
+        msr     tcr_el1, x3
+        msr     ttbr0_el1, x4
+        msr     mair_el1, x5
         isb
+        msr     sctlr_el1, x2
+1:      isb
         dsb     ishst
         tlbi    vmalls12e1              // this VMID, both stages
         dsb     sy
         isb
         ldr     x27, [x26, #16]
         ldr     x28, [x26, #24]
+        cmp     x25, #3
+        b.eq    at2_loop
         cbnz    x25, el1_mode
 
 // ---- mode 0: address translation instructions -----------------------------------------------
@@ -178,6 +212,27 @@ vm_next:
         add     x24, x24, #1
         b       vm_loop
 
+// ---- mode 3: address translation instructions, stage 1 on ----------------------------------
+at2_loop:
+        cbz     x27, vm_next
+        ldr     x0, [x28], #8
+        at      s12e1r, x0
+        isb
+        mrs     x1, par_el1
+        at      s12e1w, x0
+        isb
+        mrs     x2, par_el1
+        at      s12e0r, x0
+        isb
+        mrs     x3, par_el1
+        at      s12e0w, x0
+        isb
+        mrs     x4, par_el1
+        stp     x1, x2, [x22], #16
+        stp     x3, x4, [x22], #16
+        sub     x27, x27, #1
+        b       at2_loop
+
 // ---- mode 1: real accesses from EL1 -----------------------------------------------------------
 el1_mode:
         mov     x19, #0
@@ -186,10 +241,10 @@ el1_ipa_loop:
 el1_kind_loop:
         ldr     x1, =el1_stubs
         add     x1, x1, x19, lsl #4     // stubs are 16 bytes apart: load, store, branch,
-        msr     elr_el2, x1             // EL0 branch
+        msr     elr_el2, x1             // EL0 branch, EL0 load, EL0 store
         mov     x1, #SPSR_EL1H
-        cmp     x19, #3
-        b.ne    1f
+        cmp     x19, #3                 // kinds 3.. run at EL0
+        b.lo    1f
         mov     x1, #SPSR_EL0T
 1:      msr     spsr_el2, x1
         ldr     x0, [x28]
@@ -198,8 +253,7 @@ el1_kind_loop:
         eret                            // comes back through lower_sync, which branches to:
 el1_resume:
         add     x19, x19, #1
-        add     x1, x25, #2             // access kinds: 3 in mode 1, 4 in mode 2
-        cmp     x19, x1
+        cmp     x19, x18                // access kinds per IPA (x18)
         b.lo    el1_kind_loop
         mov     x19, #0
         add     x28, x28, #8
@@ -354,7 +408,7 @@ el2_vectors:
 
 // ---------------------------------------------------------------------------------------------
 // The EL1 code page (linked at EL1_PAGE = 0x40010000, must fit one 4 KiB page): mapped IPA = PA,
-// read + execute, in every VM probed in mode 1.
+// read + execute, in every VM probed in modes 1, 2 and 4 (mode 4: VA = IPA = PA, EL1 and EL0).
         .section .text.el1, "ax"
         .global el1_vectors
 el1_vectors:
@@ -376,7 +430,7 @@ el1_vectors:
         .endr
 
         .global el1_stubs
-el1_stubs:                              // x0 = IPA (= VA, stage 1 is off)
+el1_stubs:                              // x0 = VA (= IPA in modes 1, 2: stage 1 is off)
         ldr     x1, [x0]                // kind 0: read
         hvc     #0
         .balign 16
@@ -388,6 +442,12 @@ el1_stubs:                              // x0 = IPA (= VA, stage 1 is off)
         .balign 16
         br      x0                      // kind 3, at EL0: execute (UDF taken to EL1)
         svc     #3                      // not reached (would report EC 0x15 from EL1)
+        .balign 16
+        ldr     x1, [x0]                // kind 4, at EL0: read (mode 4)
+        svc     #0                      // done: EL1's lower-EL vector reports EC 0x15
+        .balign 16
+        str     xzr, [x0]               // kind 5, at EL0: write (mode 4)
+        svc     #0
         .balign 16
 
 // ---------------------------------------------------------------------------------------------
