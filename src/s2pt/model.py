@@ -44,6 +44,20 @@ Semantics mirrored (see ``shared/spec/stage2.md``):
 
 Argument conversion and the order of the checks follow the engine exactly, so that the same bad
 call raises the same exception class from both.
+
+Stage 1 and the two-dimensional walk (see the section at the end of this file):
+
+* :class:`ReferenceStage1` is the twin of :class:`s2pt.Stage1`: the stage-2 model's leaf dict,
+  exact-range map / unmap / protect and derived table pages (inherited, not copied) with the
+  stage-1 geometry (one root, no concatenation, levels from the VA size), permission format
+  (R always; W clear = AP[2] read-only; USER = AP[1]; PXN / UXN), MAIR indices for memory
+  types, nG, and GuestAccess kinds (EL0 data accesses; the implicit PXN of EL0-writable pages).
+* :meth:`ReferenceStage2.translate2` / :meth:`ReferenceStage2.translate2_many` are the twins of
+  the engine's nested walk, through a ReferenceStage1. Their only input from outside the models
+  is where each table page is (``s1_tables(va)`` / ``s2_tables(ipa)``: level -> table address,
+  an allocation choice); every read in hardware order, which stage faults (S1PTW, which needs
+  stage-2 read permission and AF), the FSC, PA / IPA, the combined permissions and the combined
+  memory type (MAIR attribute with stage 2's MemAttr, with and without FWB) come from the models.
 """
 
 from __future__ import annotations
@@ -56,7 +70,8 @@ import numpy as np
 
 from ._core import Stage2Config
 from ._core import Translation  # the engine's record type: results compare field by field
-from ._types import FSC_NONE, FaultKind, FaultOutcome, Mapping, Memslot, MemAttr, Prot
+from ._types import (FSC_NONE, FSC_S1PTW, FaultKind, FaultOutcome, Mapping, Memslot, MemAttr,
+                     NestedStep, Prot, Translation2)
 from .errors import (
     AlignmentError,
     ArgumentTypeError,
@@ -67,10 +82,11 @@ from .errors import (
     InvariantError,
     PoolExhaustedError,
     RangeError,
+    Stage1Fault,
     Stage2Fault,
 )
 
-__all__ = ["ReferenceStage2", "ReferencePool"]
+__all__ = ["ReferenceStage2", "ReferenceStage1", "ReferencePool"]
 
 _U64_LIMIT = 1 << 64
 _U32_LIMIT = 1 << 32
@@ -394,13 +410,25 @@ class ReferenceStage2:
             self._order = sorted((base, level, leaf)
                                  for (level, base), leaf in self._leaves.items())
             self._bases = [base for base, _, _ in self._order]
-            self._objs = [
-                None if leaf.owner else
-                Mapping(base, leaf.pa, self._spans[level], level, _PROT_OBJ[leaf.prot],
-                        _MEMATTR_OBJ[leaf.memattr], leaf.af, leaf.sw)
-                for base, level, leaf in self._order
-            ]
+            self._objs = [None if leaf.owner else self._mapping(base, level, leaf)
+                          for base, level, leaf in self._order]
         return self._order
+
+    def _mapping(self, base: int, level: int, leaf: _Leaf) -> Mapping:
+        """The Mapping record of a valid leaf (ReferenceStage1 reports its own format)."""
+        return Mapping(base, leaf.pa, self._spans[level], level, _PROT_OBJ[leaf.prot],
+                       _MEMATTR_OBJ[leaf.memattr], leaf.af, leaf.sw)
+
+    def _prot_ok(self, prot: int) -> bool:
+        """Whether ``prot`` is a permission set this table format can express."""
+        return _prot_valid(prot, self._xnx)
+
+    def _memattr_ok(self, memattr: int) -> bool:
+        return _memattr_valid(memattr, self._fwb)
+
+    def _exec_refused(self, memattr: int) -> bool:
+        """Whether execute permission is refused on a leaf of this memory attribute."""
+        return _is_device(memattr)
 
     def _slice(self, ipa: int, end: int) -> slice:
         """Where the leaves that overlap [ipa, end) are in _sorted()."""
@@ -521,14 +549,14 @@ class ReferenceStage2:
         size = _u64(size, "size")
         prot = _u32(prot, "prot")
         self._live()
-        if not _prot_valid(prot, self._xnx):
+        if not self._prot_ok(prot):
             raise InvalidArgumentError(f"prot={prot:#x}")
         self._check_range(ipa, size)
         if size == 0:
             return
         end = ipa + size
         hit = [x for x in self._intersecting(ipa, end) if not x[2].owner]  # annotations stay
-        if prot & _X and any(_is_device(leaf.memattr) for _, _, leaf in hit):
+        if prot & _X and any(self._exec_refused(leaf.memattr) for _, _, leaf in hit):
             raise InvalidArgumentError("execute permission on Device memory")
         leaves = dict(self._leaves)
         for base, level, leaf in hit:
@@ -741,8 +769,8 @@ class ReferenceStage2:
                 continue
             attrs.add((leaf.prot, leaf.memattr))
         for prot, memattr in attrs:
-            if not _prot_valid(prot, self._xnx) or not _memattr_valid(memattr, self._fwb) or \
-                    (prot & _X and _is_device(memattr)):
+            if not self._prot_ok(prot) or not self._memattr_ok(memattr) or \
+                    (prot & _X and self._exec_refused(memattr)):
                 raise InvariantError(f"a leaf with prot {prot:#x}, memattr {memattr:#x}")
         self._checked = self._order
 
@@ -1129,6 +1157,159 @@ class ReferenceStage2:
             self._counts = [0] * len(FaultOutcome)
         return counts
 
+    # -- the two-dimensional walk ------------------------------------------------------------------
+    def _entries(self, level: int) -> int:
+        """Entries of a table at ``level`` (at the start level: all the concatenated roots)."""
+        if level > self._start:
+            return 1 << self._stride
+        return self._top >> (self._spans[level].bit_length() - 1)
+
+    def _index(self, level: int, addr: int) -> int:
+        """The index of ``addr`` in its table at ``level`` (in the concatenated root)."""
+        return (addr >> (self._spans[level].bit_length() - 1)) % self._entries(level)
+
+    def _walk_steps(self, stage: int, addr: int, tables) -> list:
+        """The descriptor reads of a one-stage walk of ``addr``: one per level from the start
+        level to the one where the walk stops (a leaf, or an invalid entry); none for an
+        address beyond the input size. ``tables`` (level -> the address of the table the walk
+        reads at that level, an allocation choice the model does not make) gives the
+        descriptors' addresses and the table descriptors' values; None: both left None."""
+        found, fault_level = self._walk(addr)
+        if addr >> self.config.ipa_bits:
+            return []
+        last = found[0] if found is not None else fault_level
+        steps = []
+        for level in range(self._start, last + 1):
+            desc_pa = desc = None
+            if tables is not None:
+                desc_pa = tables[level] + 8 * self._index(level, addr)
+                if level < last:
+                    desc = _oa_bits(tables[level + 1], self._granule, self._lpa2) | \
+                        _DESC_VALID | _DESC_TYPE
+                elif found is not None and not found[2].owner:
+                    desc = self._pte(level, found[2])
+                else:
+                    desc = 0
+            steps.append([stage, level, addr, desc_pa, desc])
+        return steps
+
+    def _nested(self, va: int, s1: "ReferenceStage1", access: int, s1_tables, s2_tables):
+        """(Translation2 or the fault it raises, the reads made) of the nested walk."""
+        steps: list = []
+
+        def s2_walk(ipa: int, s2_access: int, s1ptw: bool):
+            tables = None if s2_tables is None else s2_tables(ipa)
+            steps.extend(self._walk_steps(2, ipa, tables))
+            result = self._translate(ipa, s2_access)
+            if isinstance(result, Translation):
+                return result
+            kind, level = result
+            raise Stage2Fault(kind, level, _FSC_BASE[kind] | level, ipa, va=va, s1ptw=s1ptw)
+
+        def s1_fault(kind, level):
+            return Stage1Fault(kind, level, _FSC_BASE[kind] | level, va)
+
+        try:
+            if va >> s1.va_bits:
+                raise s1_fault(FaultKind.TRANSLATION, 0)
+            tables = s1_tables(va)
+            found = None
+            for level in s1._levels:
+                desc_ipa = tables[level] + 8 * s1._index(level, va)
+                # The descriptor's IPA through stage 2: a read, needing R and the AF.
+                t = s2_walk(desc_ipa, _READ, True)
+                base = va & ~(s1._spans[level] - 1)
+                leaf = s1._leaves.get((level, base))
+                is_table = leaf is None and level < 3 and (level + 1, base) in s1._tables
+                if leaf is not None:
+                    desc = s1._pte(level, leaf)
+                elif is_table:
+                    desc = _oa_bits(tables[level + 1], s1._granule, s1._lpa2) | \
+                        _DESC_VALID | _DESC_TYPE
+                else:
+                    desc = 0
+                steps.append([1, level, desc_ipa, t.pa, desc])
+                if leaf is not None:
+                    found = (level, base, leaf)
+                    break
+                if not is_table:
+                    raise s1_fault(FaultKind.TRANSLATION, level)
+            level, base, leaf = found
+            if not leaf.af:
+                raise s1_fault(FaultKind.ACCESS_FLAG, level)
+            if not _s1_allows(leaf.prot, access):
+                raise s1_fault(FaultKind.PERMISSION, level)
+            st1 = s1._translation(va, level, base, leaf)
+            st2 = s2_walk(st1.pa, _S2_ACCESS[access], False)
+        except (Stage1Fault, Stage2Fault) as fault:
+            return fault, steps
+        p1, p2 = leaf.prot, int(st2.prot)
+        prot = (_R if p2 & _R else 0) | (_W if p1 & p2 & _W else 0) | (p1 & _USER)
+        if _s1_allows(p1, _EXEC) and p2 & _PX:
+            prot |= _PX
+        if p1 & p2 & _UX:
+            prot |= _UX
+        memattr = _combine_memattr(_mair_memattr(s1.mair >> 8 * leaf.memattr & 0xFF),
+                                   int(st2.memattr), self._fwb)
+        return Translation2(st2.pa, st1.pa, st1, st2, Prot(prot), _memattr_obj(memattr),
+                            tuple(NestedStep(*step) for step in steps)), steps
+
+    def _nested_args(self, s1, access):
+        access = _u32(access, "access")
+        if not isinstance(s1, ReferenceStage1):
+            raise TypeError(f"s1 must be a ReferenceStage1, not {type(s1).__name__}")
+        self._live()
+        s1._live()
+        if access > _WRITE_EL0:
+            raise InvalidArgumentError(f"access={access!r} must be a GuestAccess")
+        return access
+
+    def translate2(self, va, s1, access=0, *, s1_tables, s2_tables=None):
+        """As :meth:`s2pt.Stage2.translate2`, through the stage-1 model ``s1``.
+
+        Where the tables are is the one thing the model does not decide:
+        ``s1_tables(va)`` gives {level: IPA of the stage-1 table the walk of ``va`` reads at
+        that level} (e.g. from ``Stage1.walk(va)``'s ``table_pa``), ``s2_tables(ipa)`` the
+        same for stage 2 in PAs (``Stage2.walk(ipa)``). Everything else -- which levels are
+        walked, which stage faults and how, every descriptor address through stage 2, the
+        leaf descriptors, the PA, the combined permissions and memory type -- comes from the
+        two models. Without ``s2_tables`` the stage-2 steps' ``desc_pa`` and ``desc`` are
+        None (the stage-1 steps' still come from the model's stage 2)."""
+        va = _u64(va, "va")
+        access = self._nested_args(s1, access)
+        result, _ = self._nested(va, s1, access, s1_tables, s2_tables)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def translate2_many(self, vas, s1, access=0, *, s1_tables, s2_tables=None, ipa=None):
+        """As :meth:`s2pt.Stage2.translate2_many`: ``(pa, fsc, stage, reads)`` arrays (and
+        ``ipa`` filled in when given), from :meth:`translate2`'s model."""
+        values = _ipa_list(vas)
+        access = self._nested_args(s1, access)
+        n = len(values)
+        pa = np.zeros(n, dtype=np.uint64)
+        fsc = np.full(n, FSC_NONE, dtype=np.uint8)
+        stage = np.zeros(n, dtype=np.uint8)
+        reads = np.zeros(n, dtype=np.uint8)
+        for i, va in enumerate(values):
+            result, steps = self._nested(va, s1, access, s1_tables, s2_tables)
+            reads[i] = len(steps)
+            if isinstance(result, Stage2Fault):
+                fsc[i] = result.fsc | (FSC_S1PTW if result.s1ptw else 0)
+                stage[i] = 2
+                out = result.ipa
+            elif isinstance(result, Stage1Fault):
+                fsc[i] = result.fsc
+                stage[i] = 1
+                out = 0
+            else:
+                pa[i] = result.pa
+                out = result.ipa
+            if ipa is not None:
+                ipa[i] = out
+        return pa, fsc, stage, reads
+
     # -- lifetime ------------------------------------------------------------------------------
     def destroy(self) -> None:
         if not self._destroyed:
@@ -1148,3 +1329,345 @@ class ReferenceStage2:
         state = "destroyed" if self._destroyed else f"{self.table_pages} table pages"
         return (f"ReferenceStage2(ipa_bits={self.ipa_bits}, granule={self.granule}, "
                 f"pa_bits={self.pa_bits}, vmid={self.vmid}, {state})")
+
+
+# ---- stage 1 and the two-dimensional walk ------------------------------------------------------
+#
+# ReferenceStage1 is the stage-2 model with a stage-1 flavour: the same leaf dict, the same
+# exact-range map / unmap / protect (largest leaf, splitting, identical remaps kept whole), the
+# same table pages derived from the leaves (KVM's kvm_page_empty rule) -- inherited, not copied.
+# What differs is stated here: the geometry (no concatenated roots; the level formula over the
+# VA size), the permission format (EL1 read always; AP[2] read-only, AP[1] EL0 access, PXN,
+# UXN), the descriptor layout and the access kinds (GuestAccess: EL0 data accesses).
+#
+# Stage-1 leaves keep the stage-2 _Leaf record: ``pa`` is the output IPA, ``prot`` the Prot bits
+# R, W, PX, UX and USER, ``memattr`` the MAIR index (AttrIndx) and ``sw`` the nG bit (a map that
+# differs only in nG is not an identical remap; the engine reports sw=0 for stage-1 leaves).
+
+_USER = int(Prot.USER)
+_S1_PROT_BITS = _R | _W | _X | _USER
+_READ_EL0, _WRITE_EL0 = 4, 5
+# Stage-1 leaf descriptor fields (Arm ARM D8, VMSAv8-64 stage 1, EL1&0).
+_S1_ATTRINDX_SHIFT = 2
+_S1_AP_EL0 = 1 << 6  # AP[1]: EL0 access
+_S1_AP_RO = 1 << 7  # AP[2]: read-only
+_S1_NG = 1 << 11
+_S1_PXN = 1 << 53
+_S1_UXN = 1 << 54
+# Stage 2 checks an EL0 data access as the read or write it is (S2AP has no EL0 bit).
+_S2_ACCESS = {0: _READ, 1: _WRITE, 2: _EXEC, 3: _EXEC_EL0, _READ_EL0: _READ, _WRITE_EL0: _WRITE}
+
+
+def _oa_bits(addr: int, granule: int, lpa2: bool) -> int:
+    """An output (or next-table) address in a descriptor: in place below bit 48 (50 with LPA2);
+    LPA2 puts OA[51:50] in bits 9:8, the 64K granule OA[51:48] in bits 15:12."""
+    if lpa2:
+        return (addr & ((1 << 50) - 1)) | ((addr >> 50) & 3) << 8
+    if granule == 1 << 16:
+        return (addr & ((1 << 48) - 1)) | ((addr >> 48) & 0xF) << 12
+    return addr
+
+
+def _s1_allows(prot: int, access: int) -> bool:
+    """The EL1&0 stage-1 permission rules (PAN and WXN off): EL1 may always read and may write
+    unless read-only; EL0 needs AP[1] (USER) for data, and W too for writes; EL1 may execute
+    with PX unless EL0 may write the page (the implicit PXN); EL0 execution needs UX only."""
+    if access == _READ:
+        return True
+    if access == _WRITE:
+        return bool(prot & _W)
+    if access == _EXEC:
+        return bool(prot & _PX) and not (prot & _USER and prot & _W)
+    if access == _EXEC_EL0:
+        return bool(prot & _UX)
+    if access == _READ_EL0:
+        return bool(prot & _USER)
+    return bool(prot & _USER and prot & _W)  # WRITE_EL0
+
+
+def _mair_memattr(byte: int) -> int:
+    """A MAIR_EL1 attribute as a MemAttr name: Device 0b0000dd00 is ``dd``; Normal
+    (outer << 4 | inner) is ``outer' << 2 | inner'`` with each half 0b01 NC, 0b10 write-through
+    or 0b11 write-back (transient or not)."""
+    hi, lo = byte >> 4, byte & 0xF
+    if hi == 0:
+        if lo & 3:
+            raise InvalidArgumentError(f"MAIR attribute {byte:#04x} is UNPREDICTABLE")
+        return lo >> 2
+
+    def half(n: int) -> int:
+        if n == 0b0100:
+            return 0b01
+        if n & 0b1000:
+            return 0b10 if not n & 0b0100 else 0b11
+        if n & 0b0011 == 0:
+            raise InvalidArgumentError(f"MAIR attribute {byte:#04x} is UNPREDICTABLE")
+        return 0b10 if not n & 0b0100 else 0b11  # transient write-through / write-back
+
+    if lo == 0:
+        raise InvalidArgumentError(f"MAIR attribute {byte:#04x} is UNPREDICTABLE")
+    return half(hi) << 2 | half(lo)
+
+
+def _combine_memattr(s1: int, s2: int, fwb: bool) -> int:
+    """The memory type of a nested translation (both MemAttr names; ``s2`` may be STAGE1 with
+    FWB). Without FWB: Device at either stage is Device, the more restrictive one (the smaller
+    dd); Normal takes the weaker cacheability of each of outer and inner. With FWB: stage 2's
+    Device types combine the same way; NORMAL forces write-back; NORMAL_NC is NC unless stage 1
+    says Device; STAGE1 leaves stage 1's type."""
+    if fwb:
+        if s2 == _STAGE1:
+            return s1
+        if s2 == int(MemAttr.NORMAL):
+            return s2
+        if s2 == int(MemAttr.NORMAL_NC):
+            return s1 if _is_device(s1) else s2
+    if _is_device(s1) or _is_device(s2):
+        return min(x for x in (s1, s2) if _is_device(x))
+    return min(s1 >> 2, s2 >> 2) << 2 | min(s1 & 3, s2 & 3)
+
+
+class _Stage1Geometry(NamedTuple):
+    """What the inherited stage-2 logic reads from ``config``, for stage-1 tables."""
+
+    ipa_bits: int  # the input size: the VA size
+    pa_bits: int  # the output size: the IPS
+    granule: int
+    levels: int
+    start_level: int
+    min_block_level: int
+    root_entries: int
+    lpa2: bool
+    root_tables: int = 1  # stage 1 never concatenates
+    fwb: bool = False
+    xnx: bool = True  # PXN and UXN are separate bits at stage 1
+    vmid: int = 0
+    vtcr: int = 0
+
+
+class _Stage2Only:
+    """A stage-2 operation the stage-1 engine does not have: hidden on ReferenceStage1 (an
+    AttributeError, so that ``hasattr`` is False as for :class:`s2pt.Stage1`)."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, objtype=None):
+        raise AttributeError(f"'ReferenceStage1' object has no attribute '{self.name}' "
+                             f"(a stage-2 operation)")
+
+
+class ReferenceStage1(ReferenceStage2):
+    """The semantics of :class:`s2pt.Stage1` (VA -> IPA), from a dict of leaves.
+
+    Geometry from the architecture's level formula: ``levels = ceil((va_bits - g) / (g - 3))``
+    for a ``2**g`` granule, one root table of ``2**(va_bits - shift(start_level))`` entries.
+    Blocks from level 1 with 4K (level 0 with LPA2) and from level 2 with 16K and 64K (level 1
+    with LPA2 at 16K, or a 52-bit IPS at 64K). ``pool`` / ``pool_pages`` account for the table
+    pages as in :class:`ReferenceStage2`; ``root_ipa`` (optional) is where the root page is, for
+    ``ttbr``; the model never needs to know where any table is."""
+
+    def __init__(self, va_bits=48, granule=4096, ips_bits=48, asid=0, pool_pages=None, *,
+                 pool: Optional[ReferencePool] = None, lpa2=False, mair=0x00_44_04_FF,
+                 root_ipa=None):
+        va_bits, granule = _u32(va_bits, "va_bits"), _u32(granule, "granule")
+        ips_bits, asid = _u32(ips_bits, "ips_bits"), _u32(asid, "asid")
+        self.mair = _u64(mair, "mair")
+        lpa2 = bool(lpa2)
+        if granule not in (1 << 12, 1 << 14, 1 << 16) or asid >= 1 << 16 or \
+                (lpa2 and granule == 1 << 16):
+            raise ConfigError(f"granule={granule}, asid={asid}, lpa2={lpa2}")
+        wide = lpa2 or granule == 1 << 16  # 52-bit VAs and IPS: FEAT_LPA2 or 64K (FEAT_LVA/LPA)
+        if not 25 <= va_bits <= (52 if wide and granule != 1 << 12 else 48) or \
+                ips_bits not in (32, 36, 40, 42, 44, 48) + ((52,) if wide else ()):
+            raise ConfigError(f"va_bits={va_bits}, ips_bits={ips_bits}")
+        g = granule.bit_length() - 1
+        stride = g - 3
+        levels = -(-(va_bits - g) // stride)
+        start = 4 - levels
+        if granule == 1 << 12:
+            min_block = 0 if lpa2 else 1
+        else:
+            min_block = 1 if (lpa2 or ips_bits == 52) else 2
+        root_entries = 1 << (va_bits - (g + stride * (3 - start)))
+        self.config = _Stage1Geometry(va_bits, ips_bits, granule, levels, start, min_block,
+                                      root_entries, lpa2)
+        self.asid = asid
+        self.root_ipa = root_ipa
+        self._kvm = False
+        self._slots = {}
+        self._counts = [0] * len(FaultOutcome)
+        self._lpa2, self._fwb, self._xnx = lpa2, False, True
+        if pool is not None and pool_pages is not None:
+            raise InvalidArgumentError("give pool_pages or pool, not both")
+        if pool is None:
+            pool = ReferencePool(pool_pages)
+        self._granule = granule
+        self._stride = stride
+        self._start = start
+        self._min_block = min_block
+        self._levels = range(start, 4)
+        self._spans = tuple(1 << (stride * (4 - level) + 3) for level in range(4))
+        self._top = 1 << va_bits
+        self._pa_top = 1 << ips_bits
+        self._leaves = {}
+        self._tables = set()
+        self._order = None
+        self._bases = []
+        self._objs = []
+        self._checked = None
+        self._destroyed = False
+        if pool.free is not None and pool.free < 1:
+            raise PoolExhaustedError(f"a root page from a pool with {pool.free} free")
+        self.pool = pool
+        pool._members.append(self)
+
+    # Stage-2 operations (KVM's leaf operations, memslots, the abort handler, owner annotations,
+    # the nested walk itself) have no stage-1 counterpart in the engine.
+    for _name in ("access_many", "add_memslot", "clear_dirty_log", "collapse", "delete_memslot",
+                  "fault", "fault_counts", "get_dirty_log", "memslots", "mkyoung", "owner",
+                  "relax_perms", "set_access_flag", "set_log_dirty", "set_owner", "split",
+                  "test_clear_young", "translate2", "translate2_many", "translate_many",
+                  "wrprotect", "young", "semantics", "vmid", "vtcr"):
+        locals()[_name] = _Stage2Only()
+        locals()[_name].__set_name__(None, _name)
+    del _name
+
+    # -- geometry ----------------------------------------------------------------------------
+    @property
+    def ttbr_index(self) -> int:
+        return 0  # TTBR0_EL1: the low VAs
+
+    @property
+    def va_start(self) -> int:
+        return 0
+
+    @property
+    def va_bits(self) -> int:
+        return self.config.ipa_bits
+
+    @property
+    def ips_bits(self) -> int:
+        return self.config.pa_bits
+
+    @property
+    def root_entries(self) -> int:
+        return self.config.root_entries
+
+    @property
+    def min_block_level(self) -> int:
+        return self._min_block
+
+    @property
+    def lpa2(self) -> bool:
+        return self._lpa2
+
+    @property
+    def t0sz(self) -> int:
+        return 64 - self.va_bits
+
+    @property
+    def ttbr(self) -> Optional[int]:
+        return None if self.root_ipa is None else self.root_ipa | self.asid << 48
+
+    # -- the stage-1 format ----------------------------------------------------------------------
+    def _prot_ok(self, prot: int) -> bool:
+        return bool(prot & _R) and not prot & ~_S1_PROT_BITS
+
+    def _memattr_ok(self, memattr: int) -> bool:
+        return 0 <= memattr <= 7
+
+    def _exec_refused(self, memattr: int) -> bool:
+        return False  # AttrIndx only names a MAIR entry: no Device check at map time
+
+    def _mapping(self, base: int, level: int, leaf: _Leaf) -> Mapping:
+        return Mapping(base, leaf.pa, self._spans[level], level, Prot(leaf.prot), leaf.memattr,
+                       leaf.af, 0)
+
+    def _pte(self, level: int, leaf: _Leaf) -> int:
+        """The leaf descriptor, from the Arm ARM's stage-1 field layout."""
+        pte = _oa_bits(leaf.pa, self._granule, self._lpa2) | _DESC_VALID
+        if not self._lpa2:
+            pte |= _DESC_SH_INNER
+        pte |= leaf.memattr << _S1_ATTRINDX_SHIFT
+        if level == 3:
+            pte |= _DESC_TYPE
+        if leaf.prot & _USER:
+            pte |= _S1_AP_EL0
+        if not leaf.prot & _W:
+            pte |= _S1_AP_RO
+        if leaf.af:
+            pte |= _DESC_AF
+        if leaf.sw:
+            pte |= _S1_NG
+        if not leaf.prot & _PX:
+            pte |= _S1_PXN
+        if not leaf.prot & _UX:
+            pte |= _S1_UXN
+        return pte
+
+    def _translation(self, va: int, level: int, base: int, leaf: _Leaf) -> Translation:
+        return Translation(leaf.pa + (va - base), level, self._spans[level], Prot(leaf.prot),
+                           leaf.memattr, leaf.af, self._pte(level, leaf), 0)
+
+    def _translate(self, va: int, access: int):
+        found, fault_level = self._walk(va)
+        if found is None:
+            return FaultKind.TRANSLATION, fault_level
+        level, base, leaf = found
+        if not leaf.af:
+            return FaultKind.ACCESS_FLAG, level
+        if not _s1_allows(leaf.prot, access):
+            return FaultKind.PERMISSION, level
+        return self._translation(va, level, base, leaf)
+
+    # -- the engine's Stage1 API ----------------------------------------------------------------
+    def map(self, va, ipa, size, prot=Prot.RW, attr=0, *, blocks=True, user=False,
+            global_=True, af=True):
+        va = _u64(va, "va")
+        ipa = _u64(ipa, "ipa")
+        size = _u64(size, "size")
+        prot = _u32(prot, "prot")
+        attr = _u32(attr, "attr")
+        blocks, user, global_, af = bool(blocks), bool(user), bool(global_), bool(af)
+        self._live()
+        if not self._prot_ok(prot) or not self._memattr_ok(attr):
+            raise InvalidArgumentError(f"prot={prot:#x}, attr={attr}")
+        if (va | ipa | size) % self._granule:
+            raise AlignmentError(f"va={va:#x}, size={size:#x}, ipa={ipa:#x}")
+        if va + size > self._top or ipa + size > self._pa_top:
+            raise RangeError(f"[{va:#x}, +{size:#x}) -> {ipa:#x} is outside the VA or IPA space")
+        if size == 0:
+            return
+        prot |= _USER if user else 0
+        self._place(va, va + size, _Leaf(ipa, prot, attr, af, 0 if global_ else 1), blocks)
+
+    def protect(self, va, size, prot, *, user=False):
+        va = _u64(va, "va")
+        size = _u64(size, "size")
+        prot = _u32(prot, "prot")
+        if not self._prot_ok(prot):
+            self._live()
+            raise InvalidArgumentError(f"prot={prot:#x}")
+        return super().protect(va, size, prot | (_USER if user else 0))
+
+    def translate(self, va, access=0) -> Translation:
+        va = _u64(va, "va")
+        access = _u32(access, "access")
+        self._live()
+        if access > _WRITE_EL0:
+            raise InvalidArgumentError(f"access={access!r} must be a GuestAccess")
+        result = self._translate(va, access)
+        if isinstance(result, Translation):
+            return result
+        kind, level = result
+        raise Stage1Fault(kind, level, _FSC_BASE[kind] | level, va)
+
+    def mappings(self, va=0, size=None) -> List[Mapping]:
+        return list(super().mappings(va, size))
+
+    def __repr__(self) -> str:
+        state = "destroyed" if self._destroyed else f"{self.table_pages} table pages"
+        return (f"ReferenceStage1(va_bits={self.va_bits}, granule={self.granule}, "
+                f"ips_bits={self.ips_bits}, asid={self.asid}, {state})")
+
