@@ -194,7 +194,8 @@ ACCESSES = {MODE_AT: (Access.READ, Access.WRITE),
             MODE_EL0: (Access.READ, Access.WRITE, Access.EXEC, Access.EXEC_EL0),
             MODE_AT_S1: (_G.READ, _G.WRITE, _G.READ_EL0, _G.WRITE_EL0),
             MODE_NESTED: (_G.READ, _G.WRITE, _G.EXEC, _G.EXEC_EL0, _G.READ_EL0, _G.WRITE_EL0)}
-CFG_S1, CFG_S1_SIZE = 0x2000, 32       # modes 3, 4: SCTLR_EL1, TCR_EL1, TTBR0_EL1, MAIR_EL1
+CFG_S1, CFG_S1_SIZE = 0x2000, 48       # modes 3, 4: SCTLR_EL1, TCR_EL1, TTBR0_EL1, MAIR_EL1,
+                                       # TTBR1_EL1, reserved
 
 # mode-1/2 record outcomes
 DONE, ABORT, EL1_EXC, OTHER = 0, 1, 2, 3
@@ -240,7 +241,8 @@ class Vm:
     label: str
     hcr: int = HCR_BASE         # HCR_EL2 while this VM is probed
     vttbr: int | None = None    # VTTBR_EL2 if not pt.vttbr (a corrupted base)
-    s1regs: tuple | None = None  # modes 3, 4: (SCTLR_EL1, TCR_EL1, TTBR0_EL1, MAIR_EL1)
+    s1regs: tuple | None = None  # modes 3, 4: (SCTLR_EL1, TCR_EL1, TTBR0_EL1, MAIR_EL1[,
+                                 # TTBR1_EL1]) (TTBR1_EL1 0 if not given)
 
     def __post_init__(self):
         assert bool(self.hcr & HCR_FWB) == self.pt.fwb, "HCR_EL2.FWB must match the VM's format"
@@ -292,7 +294,9 @@ def launch(elf: Path, workdir: Path, pool: s2pt.PagePool, vms: list[Vm], mode: i
                          ipas.size, addr, vm.hcr, 0)
         assert (vm.s1regs is not None) == stage1, "stage-1 registers are for modes 3, 4 only"
         if stage1:
-            struct.pack_into("<4Q", cfg, CFG_S1 + CFG_S1_SIZE * i, *vm.s1regs)
+            regs = tuple(vm.s1regs)
+            assert len(regs) in (4, 5), regs
+            struct.pack_into("<6Q", cfg, CFG_S1 + CFG_S1_SIZE * i, *regs, *(0,) * (6 - len(regs)))
         lists.append(ipas)
         addr += 8 * ipas.size
         total += ipas.size

@@ -1,8 +1,8 @@
 """The QEMU judge with stage 1 on: the two-dimensional (nested) walk against ``translate2_many``.
 
 The probe of ``tests/test_qemu_judge.py`` (read its docstring first) has two modes with stage 1
-on: for each VM it also loads SCTLR_EL1 (M = 1, C, I), TCR_EL1, TTBR0_EL1 and MAIR_EL1 from a
-second block of the configuration (``CFG_S1``), and
+on: for each VM it also loads SCTLR_EL1 (M = 1, C, I), TCR_EL1, TTBR0_EL1, MAIR_EL1 and
+TTBR1_EL1 from a second block of the configuration (``CFG_S1``, 48 bytes per VM), and
 
 * mode 3 (``MODE_AT_S1``): ``AT S12E1R``, ``AT S12E1W``, ``AT S12E0R``, ``AT S12E0W`` per VA,
   the four PAR_EL1 values in one record;
@@ -48,8 +48,29 @@ Device memory is CONSTRAINED UNPREDICTABLE). Probed VAs: edges, insides and neig
 stage-1 leaves, the VAs of the stage-2 leaves' edges under every stage-1 leaf, uniform VAs,
 and VAs beyond the VA size and in the TTBR1 half (TCR_EL1.EPD1 = 1), all stage-1 level-0
 translation faults.
-Per pair with the default seed: 60,000-110,000 VAs, each with 4 ATs and (all but the
-AT-only VM's) 6 real accesses, 0.6-1.1 million comparisons; coverage assertions require
+
+TTBR1 (``TTBR1_VMS``, three more VMs per pair, from their own random stream so the VMs above
+stay as they were): the upper VA range [2**64 - 2**va_bits, 2**64) of a ``Stage1(ttbr=1)``
+paired with TTBR0 tables in an ``s2pt.Regime`` (TCR_EL1 from ``Regime.tcr``: T0SZ != T1SZ in
+all, VA sizes 36..48 (``TTBR1_VA_BITS``); TG1 = TG0 in the first, TG1 != TG0 in the second,
+over the pairs every ordered pair of two granules), both modes; and one TTBR1-only VM
+(``ttbr0=None``: EPD0 = 1, every TTBR0 VA a level-0 fault) probed with AT only, since the
+probe's EL1 code page is a TTBR0 VA. The upper half gets the same clusters and edits
+(``NestedBuilder.pick_half``), plus its first and last four pages (the top page
+0xFFFF_FFFF_FFFF_F000, whose output stage 2 maps), and probes: the same leaf / stage-2 edge
+VAs, uniform VAs of the half, and non-canonical VAs (no TBI): VA[55] = 1 below the half,
+VA[55] = 1 with a top byte not all ones, VA[55] = 0 with VA[63:56] all ones, and leaf VAs with
+one bit above the VA size flipped, which ``translate2_many`` and QEMU make stage-1 level-0
+translation faults. TTBR1's table pages sit at IPA ``S1_IPA_HI`` (their own slot), and the
+punches of these VMs alternate TTBR1 and TTBR0 table pages, TTBR1's first (never its root:
+that would hide the half). Compared exactly as TTBR0 VAs. Assertions per pair, for every
+access of both modes in the upper half: success, stage-1 level-0 and other translation / AF
+faults, stage-2 faults and S1PTW faults, S1PTW on TTBR1 table pages, and the top page
+translated in both modes. The second summary line counts the upper-half (VA[55] = 1)
+comparisons per (TTBR0, TTBR1, stage-2) granule and outcome.
+Per pair with the default seed: 65,000-120,000 VAs, each with 4 ATs and (all but the
+AT-only VMs') 6 real accesses, 0.67-1.17 million comparisons (of them 30,000-47,000 in
+TTBR1's half); coverage assertions require
 success, stage-1 translation / AF / permission faults (no permission fault for an EL1 read:
 every stage-1 leaf grants it), stage-2 translation / AF / permission faults on the output IPA
 and S1PTW faults for every access of both modes, S1PTW faults of all three kinds, stage-1
@@ -76,7 +97,8 @@ VA = IPA = PA 0x4001_0000  the EL1 code page and vectors, mapped by both stages 
                            other stage-1 mapping in VA [0x4000_0000, 0x8000_0000), no
                            stage-1 output in that IPA range
 IPA 0x5000_0000..          the VM's stage-1 table pages (``S1_IPA``)
-PA 0x1_0000_0000..         the stage-1 images, one slot per VM (``S1_PA``)
+IPA 0x5800_0000..          its TTBR1 table pages, if any (``S1_IPA_HI``)
+PA 0x1_0000_0000..         the stage-1 images, one slot per VM and half (``S1_PA``)
 =========================  =======================================================
 
 Every data VA's PA is in scratch RAM (zeros): fetches that translate take a UDF.
@@ -117,7 +139,7 @@ Nothing else differs between s2pt and QEMU 7.2 in what is compared here.
 Not compared: ESR_EL2.WnR of S1PTW data aborts (QEMU 7.2 sets it from the access: 1 for
 stores; the summary line counts what it reported), HPFAR_EL2 of permission faults on the
 output IPA (UNKNOWN), PAR_EL1.SH and the allocation / transient hints of PAR_EL1.ATTR, the
-memory type of real accesses. Not judged here: TTBR1 tables,
+memory type of real accesses. Not judged here: TCR_EL1.A1 = 1 (ASID from TTBR1), TBI,
 hardware AF / dirty updates (TCR_EL1.HA = HD = 0), PAN (PSTATE.PAN = 0), WXN, address-size
 faults at stage 1.
 """
@@ -143,7 +165,9 @@ from s2pt import GuestAccess as GA, MemAttr, Prot  # noqa: E402
 pytestmark = [pytest.mark.qemu]
 
 S1_IPA = 0x5000_0000            # the guest's stage-1 table pages (IPA), in every VM
+S1_IPA_HI = 0x5800_0000        # a TTBR1 pool's table pages (S1_IPA..S1_IPA_HI: TTBR0's)
 S1_IPA_END = 0x6000_0000
+TOP = 1 << 64
 S1_PA = 0x1_0000_0000           # their images (one slot per VM)
 S1_PA_END = 0x1_4000_0000
 RAM = "4G"
@@ -204,13 +228,32 @@ def overlaps(a: int, size: int, lo_hi) -> bool:
 
 
 @dataclass
+class Half:
+    """One TTBR's stage-1 tables of a guest: VAs [lo, end), the pool at IPA ``base``."""
+    s1: s2pt.Stage1
+    lo: int
+    end: int
+    span: int                  # max(stage-1 granule, stage-2 granule): one table per page
+    buf: bytearray | None      # keeps from_buffer's memory alive
+    units: list
+    base: int
+    extent: int = 0
+
+    @property
+    def g1(self):
+        return self.s1.granule
+
+    def holds_ipa(self, ipa: int) -> bool:
+        return self.base <= ipa < self.base + S1_POOL_PAGES * self.span
+
+
+@dataclass
 class NestedVm:
     vm: J.Vm                   # the stage-2 side (pt, hcr, VAs in .ipas, s1regs)
-    s1: s2pt.Stage1
-    slot: int                  # PA of this VM's stage-1 image
-    image: bytes               # the stage-1 pool's words in use (spacers included)
+    rg: object                 # what translate2 takes: a TTBR0 Stage1, or a Regime
+    halves: list               # Half: TTBR0's and / or TTBR1's tables
+    images: list               # (PA, bytes): the stage-1 pools' words in use (spacers included)
     punched: list = field(default_factory=list)   # (table page IPA, what) made to fault
-    buf: bytearray | None = None                   # keeps from_buffer's memory alive
 
     @property
     def pt(self):
@@ -220,38 +263,76 @@ class NestedVm:
     def vas(self):
         return self.vm.ipas
 
+    @property
+    def hi(self):
+        return next((h for h in self.halves if h.lo >= 1 << 63), None)
+
+    def s1_for(self, va: int):
+        """The Stage1 that VA[55] selects (None: that half has no tables)."""
+        top = (va >> 55) & 1
+        return next((h.s1 for h in self.halves if (h.lo >= 1 << 63) == bool(top)), None)
+
+    def key(self):
+        """(TTBR0 granule, TTBR1 granule, stage-2 granule), None for a missing half."""
+        lo = next((h.g1 for h in self.halves if h.lo == 0), None)
+        hi = self.hi.g1 if self.hi else None
+        return (lo, hi, self.pt.granule)
+
+
+def new_pool(g1: int, span: int, base: int):
+    stride = span // g1
+    if stride == 1:
+        return s2pt.PagePool(S1_POOL_PAGES, g1, base), None
+    buf = bytearray(S1_POOL_PAGES * span)
+    spacer = SPACER.to_bytes(8, "little")
+    for p in range(S1_POOL_PAGES * stride):
+        if p % stride:
+            buf[p * g1:p * g1 + 8] = spacer
+    return s2pt.PagePool.from_buffer(buf, base, g1), buf
+
 
 class NestedBuilder:
-    """One VM and its guest's stage-1 tables (module docstring)."""
+    """One VM and its guest's stage-1 tables (module docstring). ``hi`` = (va_bits, granule)
+    adds TTBR1 tables (a ``Regime``); ``ttbr0=False`` leaves TTBR0 out (EPD0 = 1: AT only, the
+    probe's EL1 code page is a TTBR0 VA)."""
 
     def __init__(self, rng, s2pool, g1, g2, va_bits, ipa_bits, ips_bits, *, vmid, asid,
-                 fwb=False, xnx=False, s1_lpa2=False, pa_bits=48, s2_lpa2=False):
-        self.rng, self.g1, self.g2 = rng, g1, g2
-        self.va_top, self.ips_top = 1 << va_bits, 1 << ips_bits
+                 fwb=False, xnx=False, s1_lpa2=False, pa_bits=48, s2_lpa2=False, hi=None,
+                 ttbr0=True):
+        self.rng, self.g2 = rng, g2
+        self.ips_top = 1 << ips_bits
         self.b = J.VmBuilder(rng, s2pool, g2, ipa_bits, pa_bits, vmid, lpa2=s2_lpa2, fwb=fwb,
                              xnx=xnx, el1=True)
         self.pt = self.b.pt
-        self.span = max(g1, g2)             # one table page per stage-2 page
-        stride = self.span // g1
-        self.buf = None
-        if stride == 1:
-            pool = s2pt.PagePool(S1_POOL_PAGES, g1, S1_IPA)
+        specs = ([(0, va_bits, g1, S1_IPA, S1_IPA_HI)] if ttbr0 else []) + (
+            [(1, hi[0], hi[1], S1_IPA_HI, S1_IPA_END)] if hi else [])
+        self.halves = []
+        for ttbr, vb, g, base, limit in specs:
+            span = max(g, g2)
+            assert base + S1_POOL_PAGES * span <= limit
+            pool, buf = new_pool(g, span, base)
+            s1 = s2pt.Stage1(vb, g, ips_bits, asid, pool, lpa2=s1_lpa2, mair=MAIR, ttbr=ttbr)
+            units = [level_size(g, lvl)
+                     for lvl in range(max(s1.min_block_level, s1.start_level), 3)]
+            lo = 0 if ttbr == 0 else TOP - (1 << vb)
+            self.halves.append(Half(s1, lo, lo + (1 << vb), span, buf, units, base))
+        self.lo = self.halves[0] if ttbr0 else None
+        self.hi = self.halves[-1] if hi else None
+        if self.hi is None:
+            self.rg = self.lo.s1                    # TTBR0 only (EPD1 = 1), as before
         else:
-            self.buf = bytearray(S1_POOL_PAGES * self.span)
-            spacer = SPACER.to_bytes(8, "little")
-            for p in range(S1_POOL_PAGES * stride):
-                if p % stride:
-                    self.buf[p * g1:p * g1 + 8] = spacer
-            pool = s2pt.PagePool.from_buffer(self.buf, S1_IPA, g1)
-        assert S1_IPA + S1_POOL_PAGES * self.span <= S1_IPA_END
-        self.s1 = s2pt.Stage1(va_bits, g1, ips_bits, asid, pool, lpa2=s1_lpa2, mair=MAIR)
-        self.units = [level_size(g1, lvl)
-                      for lvl in range(max(self.s1.min_block_level, self.s1.start_level), 3)]
+            self.rg = s2pt.Regime(self.lo.s1 if self.lo else None, self.hi.s1)
         self.focus: list[tuple[int, int]] = []      # stage-1 VA regions worth probing
         self.punched: list = []
 
     def pick(self, seq):
         return seq[int(self.rng.integers(len(seq)))]
+
+    def pick_half(self) -> Half:
+        return self.halves[0] if len(self.halves) == 1 else self.pick(self.halves)
+
+    def half_of(self, va: int):
+        return next((h for h in self.halves if h.lo <= va < h.end), None)
 
     def rand_below(self, n: int, align: int) -> int:
         return int(self.rng.integers(0, max(1, n // align))) * align
@@ -264,7 +345,8 @@ class NestedBuilder:
         return prot, user, self.pick(attrs)
 
     def s1_ok(self, va, ipa, size) -> bool:
-        return (va + size <= self.va_top and ipa + size <= self.ips_top
+        h = self.half_of(va)
+        return (h is not None and va + size <= h.end and ipa + size <= self.ips_top
                 and not overlaps(va, size, RESERVED) and not overlaps(ipa, size, RESERVED))
 
     def s1_map(self, va, ipa, size, *, blocks=True, af=None):
@@ -273,11 +355,11 @@ class NestedBuilder:
         prot, user, attr = self.s1_args()
         if af is None:
             af = bool(self.rng.random() > 0.15)
-        self.s1.map(va, ipa, size, prot, attr, blocks=blocks, user=user, af=af,
-                    global_=bool(self.rng.random() < 0.7))     # nG: no effect on the walk
+        self.half_of(va).s1.map(va, ipa, size, prot, attr, blocks=blocks, user=user, af=af,
+                                global_=bool(self.rng.random() < 0.7))   # nG: no walk effect
         return True
 
-    def target_ipa(self) -> int:
+    def target_ipa(self, g1) -> int:
         """An IPA in a stage-2 leaf (mostly), in a stage-2 focus region, or anywhere in the
         IPS range."""
         r = self.rng.random()
@@ -290,11 +372,11 @@ class NestedBuilder:
         focus = [f for f in self.b.focus if f[0] + f[1] <= self.ips_top]
         if focus and r < 0.85:
             base, size = self.pick(focus)
-            return base + self.rand_below(size, self.g1)
-        return self.rand_below(self.ips_top, self.g1)
+            return base + self.rand_below(size, g1)
+        return self.rand_below(self.ips_top, g1)
 
     def build(self, s2_clusters=8, s1_clusters=14, punch=(), punch_root=False) -> "NestedBuilder":
-        rng, g1 = self.rng, self.g1
+        rng = self.rng
         self.b.build(clusters=s2_clusters)
         self.s2_leaves = [m for base, size in self.b.focus
                           for m in itertools.islice(self.pt.mappings(base, size), 40)
@@ -312,36 +394,38 @@ class NestedBuilder:
             b.focus.append((ipa, n * g2))
             self.s2_good += [m for m in pt.mappings(ipa, n * g2) if m.ipa < self.ips_top]
         pt.check()
-        s1 = self.s1
-        s1.map(J.EL1_PAGE, J.EL1_PAGE, g1, Prot.RX, user=True)   # the probe's EL1 code page
+        if self.lo:                                        # the probe's EL1 code page
+            self.lo.s1.map(J.EL1_PAGE, J.EL1_PAGE, self.lo.g1, Prot.RX, user=True)
         for _ in range(s1_clusters):
+            h = self.pick_half()
+            s1, g1, lo, room = h.s1, h.g1, h.lo, h.end - h.lo
             kind = int(rng.integers(3))
-            unit = self.pick(self.units) if self.units else g1
-            t = self.target_ipa()
+            unit = self.pick(h.units) if h.units else g1
+            t = self.target_ipa(g1)
             if kind == 0:                                  # a run of blocks
                 n = int(rng.integers(1, 3))
                 ipa = t // unit * unit
-                va = self.rand_below(self.va_top - n * unit + 1, unit)
+                va = lo + self.rand_below(room - n * unit + 1, unit)
                 size = n * unit
                 done = self.s1_map(va, ipa, size)
             elif kind == 1:                                # a run of pages
                 n = int(rng.integers(1, 40))
                 ipa, size = t // g1 * g1, n * g1
-                va = self.rand_below(self.va_top - size + 1, g1)
+                va = lo + self.rand_below(room - size + 1, g1)
                 done = self.s1_map(va, ipa, size, blocks=False)
             else:                                          # pages and blocks, congruent
                 off = self.rand_below(2 * unit - g1, g1)
                 size = self.rand_below(2 * unit - off, g1) + g1
                 ipa = t // unit * unit + off
-                va = self.rand_below(self.va_top - 2 * unit + 1, unit) + off
+                va = lo + self.rand_below(room - 2 * unit + 1, unit) + off
                 done = self.s1_map(va, ipa, size)
             if not done:
                 continue
             self.focus.append((va, size))
             for _ in range(int(rng.integers(0, 4))):       # edits on sub-ranges
                 sub = int(rng.integers(1, 9)) * g1
-                if rng.random() < 0.2 and self.units:
-                    sub = self.units[-1]
+                if rng.random() < 0.2 and h.units:
+                    sub = h.units[-1]
                 if sub > size:
                     continue
                 v = va + self.rand_below(size - sub + 1, g1)
@@ -357,18 +441,32 @@ class NestedBuilder:
                     lk = s1.lookup(v)
                     if lk is not None and self.s1_ok(v, lk.pa, sub):
                         self.s1_map(v, lk.pa, sub, blocks=False, af=False)
+        if self.hi:                                        # TTBR1's first and last pages
+            h = self.hi
+            for va in (h.lo, TOP - 4 * h.g1):
+                if self.s1_map(va, self.target_ipa(h.g1) // h.g1 * h.g1, 4 * h.g1,
+                               blocks=False, af=True):
+                    self.focus.append((va, 4 * h.g1))
         self.cover()
         for _ in range(4):                                 # random outputs: stage-2 holes
-            va = self.rand_below(self.va_top - g1 + 1, g1)
-            if self.s1_map(va, self.rand_below(self.ips_top, g1), g1, blocks=False):
-                self.focus.append((va, g1))
-        s1.check()
-        for m in s1.mappings():                            # the layout the probe needs
-            if m.ipa == J.EL1_PAGE:
-                assert m.pa == J.EL1_PAGE and m.size == g1
-            else:
-                assert not overlaps(m.ipa, m.size, RESERVED), m
-                assert not overlaps(m.pa, m.size, RESERVED), m
+            h = self.pick_half()
+            va = h.lo + self.rand_below(h.end - h.lo - h.g1 + 1, h.g1)
+            if self.s1_map(va, self.rand_below(self.ips_top, h.g1), h.g1, blocks=False):
+                self.focus.append((va, h.g1))
+        if self.hi:                                        # the top page reaches memory
+            lk = self.hi.s1.lookup(TOP - 8)
+            if lk is not None:
+                a = lk.pa // g2 * g2
+                if b.allowed(a, g2) and pt.lookup(a) is None:
+                    pt.map(a, b.pa_for(g2, g2), g2, Prot.RWX, MemAttr.NORMAL, blocks=False)
+        for h in self.halves:
+            h.s1.check()
+            for m in h.s1.mappings():                      # the layout the probe needs
+                if m.ipa == J.EL1_PAGE:
+                    assert m.pa == J.EL1_PAGE and m.size == h.g1
+                else:
+                    assert not overlaps(m.ipa, m.size, RESERVED), m
+                    assert not overlaps(m.pa, m.size, RESERVED), m
         self.map_tables(punch, punch_root)
         return self
 
@@ -381,7 +479,7 @@ class NestedBuilder:
         for va, size in self.focus:
             if rng.random() < 0.15:
                 continue
-            for m in self.s1.mappings(va, size)[:10]:
+            for m in self.half_of(va).s1.mappings(va, size)[:10]:
                 lo, end = m.pa // g2 * g2, -(-(m.pa + m.size) // g2) * g2
                 n = min(int(rng.integers(1, 17)), (end - lo) // g2)
                 k = min(int(rng.integers(1, 5)), (end - lo) // g2)
@@ -393,19 +491,20 @@ class NestedBuilder:
                            af=bool(rng.random() < 0.85))
         pt.check()
 
-    def table_pages(self) -> list[int]:
-        pool = self.s1.pool
-        stride = self.span // self.g1
-        used = np.flatnonzero(pool.refcounts)
-        return [S1_IPA + int(i) * self.g1 for i in used if int(i) % stride == 0]
+    @staticmethod
+    def table_pages(h: Half) -> list[int]:
+        stride = h.span // h.g1
+        used = np.flatnonzero(h.s1.pool.refcounts)
+        return [h.base + int(i) * h.g1 for i in used if int(i) % stride == 0]
 
     def map_tables(self, punch, punch_root: bool):
-        """Stage 2 maps the stage-1 pool (IPA S1_IPA) to the VM's slot (set by ``place``);
-        one table page off the code page's walk per entry of ``punch`` (PUNCHES) faults at
-        stage 2 (S1PTW)."""
-        rng, pt = self.rng, self.pt
-        pages = self.table_pages()
-        self.extent = (max(pages) - S1_IPA) + self.span
+        """Stage 2 maps each stage-1 pool (IPA S1_IPA, TTBR1's S1_IPA_HI) to the VM's slots
+        (set by ``place``); one table page off the code page's walk per entry of ``punch``
+        (PUNCHES) faults at stage 2 (S1PTW), with both halves alternately TTBR1's and
+        TTBR0's."""
+        rng = self.rng
+        for h in self.halves:
+            h.extent = (max(self.table_pages(h)) - h.base) + h.span
         self.tables_prot = Prot.RW
         self.tables_attr = MemAttr.NORMAL
         if not punch and not punch_root:
@@ -415,20 +514,27 @@ class NestedBuilder:
             elif r < 0.4:
                 self.tables_attr = MemAttr.DEVICE_nGnRE
         self.punch_plan = []
-        root = self.s1.root_ipa
-        code_path = {s.table_pa for s in self.s1.walk(J.EL1_PAGE)}
+        first = self.lo or self.hi
+        code_path = {s.table_pa for s in self.lo.s1.walk(J.EL1_PAGE)} if self.lo else set()
         if punch_root:
-            self.punch_plan.append((root, "unmapped"))
+            self.punch_plan.append((first.s1.root_ipa, "unmapped"))
         else:
             # table pages on the walks of the probed stage-1 regions (not the code page's),
             # none above another (a fault there would hide the one below)
             above: dict[int, set] = {}
             for base, _ in self.focus:
-                path = [st.table_pa for st in self.s1.walk(base)]
+                path = [st.table_pa for st in self.half_of(base).s1.walk(base)]
                 for i, t in enumerate(path):
                     above.setdefault(t, set()).update(path[:i])
-            cand = [t for t in above if t not in code_path]
+            # (nor TTBR1's root: a fault there would hide the whole half)
+            cand = [t for t in above if t not in code_path
+                    and not (self.hi and t == self.hi.s1.root_ipa)]
             rng.shuffle(cand)
+            if self.lo and self.hi:                        # TTBR1's first, then alternate
+                c_hi = [t for t in cand if t >= S1_IPA_HI]
+                c_lo = [t for t in cand if t < S1_IPA_HI]
+                cand = [t for two in itertools.zip_longest(c_hi, c_lo) for t in two
+                        if t is not None]
             chosen: list[int] = []
             for t in cand:
                 if len(chosen) < len(punch) and not any(
@@ -436,10 +542,16 @@ class NestedBuilder:
                     chosen.append(t)
             self.punch_plan += list(zip(chosen, punch))
 
-    def place(self, slot: int) -> NestedVm:
-        pt, span = self.pt, self.span
-        pt.map(S1_IPA, slot, self.extent, self.tables_prot, self.tables_attr)
+    def place(self, slot: int):
+        """Maps the pools to the slots from ``slot`` on; returns (NestedVm, next free slot)."""
+        pt = self.pt
+        images = []
+        for h in self.halves:
+            pt.map(h.base, slot, h.extent, self.tables_prot, self.tables_attr)
+            images.append((slot, h.s1.pool.words[:h.extent // 8].tobytes()))
+            slot += -(-h.extent // 65536) * 65536
         for p, what in self.punch_plan:
+            span = next(h.span for h in self.halves if h.holds_ipa(p))
             base = p // span * span
             if what == "unmapped":
                 pt.unmap(base, span)
@@ -450,27 +562,31 @@ class NestedBuilder:
             else:
                 pt.set_access_flag(base, span, False)
         pt.check()
-        used = self.extent // 8
-        image = self.s1.pool.words[:used].tobytes()
         hcr = J.HCR_BASE | (J.HCR_FWB if pt.fwb else 0)
-        s1 = self.s1
         label = (f"VM(ipa_bits={pt.ipa_bits}, granule={pt.granule}, vmid={pt.vmid}"
-                 f"{', fwb' if pt.fwb else ''}{', xnx' if pt.xnx else ''}) + Stage1(va_bits="
-                 f"{s1.va_bits}, granule={s1.granule}, ips_bits={s1.ips_bits}, asid={s1.asid})")
+                 f"{', fwb' if pt.fwb else ''}{', xnx' if pt.xnx else ''}) + " + " + ".join(
+                     f"Stage1(va_bits={h.s1.va_bits}, granule={h.g1}, ips_bits={h.s1.ips_bits}, "
+                     f"asid={h.s1.asid}{', ttbr=1' if h is self.hi else ''})"
+                     for h in self.halves))
         if self.punch_plan:
             label += " S1PTW: " + ", ".join(f"{p:#x} {w}" for p, w in self.punch_plan)
-        vm = J.Vm(pt, np.zeros(0, np.uint64), label, hcr,
-                  s1regs=(SCTLR_EL1_ON, s1.tcr, s1.ttbr, s1.mair))
-        nvm = NestedVm(vm, s1, slot, image, list(self.punch_plan), self.buf)
-        return nvm
+        if self.hi is None:
+            s1 = self.lo.s1
+            regs = (SCTLR_EL1_ON, s1.tcr, s1.ttbr, s1.mair, 0)
+        else:
+            r = self.rg.registers()
+            regs = (SCTLR_EL1_ON, r["TCR_EL1"], r["TTBR0_EL1"], r["MAIR_EL1"], r["TTBR1_EL1"])
+        vm = J.Vm(pt, np.zeros(0, np.uint64), label, hcr, s1regs=regs)
+        return NestedVm(vm, self.rg, list(self.halves), images, list(self.punch_plan)), slot
 
     def probe_vas(self, n_random: int, leaves_cap: int = 1200) -> np.ndarray:
-        rng, g1, s1 = self.rng, self.g1, self.s1
+        rng = self.rng
         run = max(2, leaves_cap // max(1, 2 * len(self.focus)))
         leaves = {}
         for base, size in self.focus:
-            for start in (base, base + self.rand_below(size, g1)):
-                for m in s1.mappings(start, base + size - start)[:run]:
+            h = self.half_of(base)
+            for start in (base, base + self.rand_below(size, h.g1)):
+                for m in h.s1.mappings(start, base + size - start)[:run]:
                     leaves[m.ipa] = m
         parts = []
         for m in leaves.values():
@@ -492,16 +608,37 @@ class NestedBuilder:
                                   va + off + int(rng.integers(0, (hi - lo) // 8)) * 8]))
         for base, size in self.focus:
             parts.append(np.uint64(base) + (rng.random(8) * size).astype(np.uint64))
-        parts.append((rng.random(n_random) * self.va_top).astype(np.uint64))
-        top = self.va_top
-        parts.append(np.array([top, top + g1, top * 2 - 8, (1 << 55) - 8, 1 << 55,
-                               0xFFFF_0000_0000_0000, 0xFFFF_FFFF_FFFF_F000, 1 << 63,
-                               J.EL1_PAGE - 8, J.EL1_PAGE + g1], dtype=np.uint64))
-        parts.append((top + rng.random(16) * ((1 << 56) - top)).astype(np.uint64))
+        if self.lo:
+            top = self.lo.end
+            parts.append((rng.random(n_random) * top).astype(np.uint64))
+            parts.append(np.array([top, top + self.lo.g1, top * 2 - 8, (1 << 55) - 8, 1 << 55,
+                                   0xFFFF_0000_0000_0000, 0xFFFF_FFFF_FFFF_F000, 1 << 63,
+                                   J.EL1_PAGE - 8, J.EL1_PAGE + self.lo.g1], dtype=np.uint64))
+            parts.append((top + rng.random(16) * ((1 << 56) - top)).astype(np.uint64))
+        if self.hi:
+            # TTBR1: uniform VAs, the first and last pages, and non-canonical VAs: VA[55] = 1
+            # under the range, VA[55] = 1 with a top byte not all ones, VA[55] = 0 with
+            # VA[63:56] all ones (TTBR0 side), and leaf VAs with one bit above the VA size
+            # flipped
+            h = self.hi
+            s, g1, vb = h.lo, h.g1, h.s1.va_bits
+            parts.append(np.uint64(s) + rng.integers(0, 1 << vb, n_random, dtype=np.uint64))
+            parts.append(u64([s - 8, s - g1, s, s + 8, s + g1, TOP - g1, TOP - 8,
+                              0xFFFF_FFFF_FFFF_F000, 0xFFFF_FFFF_FFFF_FFF8, (1 << 55) + s % g1,
+                              s & (1 << 56) - 1, (s | 8) & ~(1 << 60), 0xFF7F_FFFF_FFFF_F000,
+                              TOP - (1 << 55) - 8]))
+            parts.append(np.uint64(1 << 55) + rng.integers(0, s - (1 << 55), 16,
+                                                           dtype=np.uint64))
+            mine = [va for va in leaves if va >= s]
+            for va in mine[:64]:
+                bit = int(rng.integers(vb, 64))
+                parts.append(u64([va ^ (1 << bit), (va + 8) ^ (1 << bit)]))
         vas = np.unique(np.concatenate(parts) & ~np.uint64(7))
-        code = np.uint64(J.EL1_PAGE)
-        keep = (vas < code) | (vas >= code + np.uint64(g1))
-        return np.ascontiguousarray(vas[keep], dtype=np.uint64)
+        if self.lo:
+            code = np.uint64(J.EL1_PAGE)
+            keep = (vas < code) | (vas >= code + np.uint64(self.lo.g1))
+            vas = vas[keep]
+        return np.ascontiguousarray(vas, dtype=np.uint64)
 
 
 # stage-2 faults made on stage-1 table pages of VMs 2, 5, 8, 11 of a pair
@@ -525,9 +662,21 @@ S1_52 = {4096: (48, 52, True), 16384: (52, 52, True), 65536: (52, 52, False)}
 S2_52 = {4096: (52, 52, True), 16384: (51, 52, True), 65536: (52, 52, False)}
 
 
+# TTBR1 VMs of a pair (``TTBR1_VMS``, built after the others from their own random stream):
+# (TTBR0 va_bits or None = EPD0 (AT only), TTBR1 va_bits, TTBR1 granule as an offset into
+# GRANULES from the pair's stage-1 granule, ipa_bits, ips_bits, punches), VA sizes per pair
+# from TTBR1_VA_BITS (T0SZ != T1SZ in all), offset None: 1 or 2 by the stage-2 granule (TG0 !=
+# TG1; over the pairs, every ordered pair of two different granules).
+TTBR1_VMS = [(39, 0, 0, 40, 40, ("unmapped", "access flag clear")),
+             (48, 1, None, 44, 44, ("no read (W only)", "unmapped", "no access")),
+             (None, 2, 2, 42, 40, ("no access", "unmapped"))]
+TTBR1_VA_BITS = [(47, 36, 42), (42, 40, 48), (36, 47, 39)]
+
+
 def build_pair(g1: int, g2: int):
     """The VMs of one granule pair; the last one (AT only) has its root table page unmapped at
-    stage 2. Returns (stage-2 pool, VMs for both modes, the AT-only VM)."""
+    stage 2. Returns (stage-2 pool, VMs for both modes, the AT-only VM, TTBR1 VMs for both
+    modes, TTBR1-only VMs (AT only))."""
     rng = np.random.default_rng([SEED, g1, g2, 7])
     s2pool = J.pool_for(g2)
     built = []
@@ -545,23 +694,37 @@ def build_pair(g1: int, g2: int):
         built.append((b.build(punch=PUNCHES[k]), 300, 2000))
     b = NestedBuilder(rng, s2pool, g1, g2, 48, 40, 40, vmid=77, asid=3)
     built.append((b.build(s1_clusters=4, punch_root=True), 100, 100))
+    # the TTBR1 VMs (their own random stream: the VMs above stay as they were)
+    rng = np.random.default_rng([SEED, g1, g2, 11])
+    gi = GRANULES.index(g1)
+    pi = GRANULES.index(g2)
+    for k, (lo_bits, vbi, goff, ipa_bits, ips_bits, punch) in enumerate(TTBR1_VMS):
+        goff = 1 + pi % 2 if goff is None else goff
+        hi = (TTBR1_VA_BITS[(gi + pi) % 3][vbi], GRANULES[(gi + goff) % 3])
+        b = NestedBuilder(rng, s2pool, g1, g2, lo_bits or 39, ipa_bits, ips_bits,
+                          vmid=100 + k, asid=int(rng.integers(0, 256)), fwb=k == 1, xnx=k == 0,
+                          hi=hi, ttbr0=lo_bits is not None)
+        built.append((b.build(s1_clusters=12, punch=punch), 200, 800))
     vms, slot = [], S1_PA
     for b, n_random, cap in built:
-        nvm = b.place(slot)
+        nvm, slot = b.place(slot)
         nvm.vm.ipas = b.probe_vas(n_random, cap)
-        slot += -(-len(nvm.image) // 65536) * 65536
         vms.append(nvm)
     assert slot <= S1_PA_END
-    return s2pool, vms[:-1], vms[-1]
+    n = len(TTBR1_VMS)
+    hi_vms = vms[-n:]
+    return (s2pool, vms[:-n - 1], vms[-n - 1], [v for v in hi_vms if v.vm.s1regs[2]],
+            [v for v in hi_vms if not v.vm.s1regs[2]])
 
 
 def s1_image_loads(vms):
-    """One loader image: every VM's stage-1 pool at its slot."""
-    lo = min(v.slot for v in vms)
-    hi = max(v.slot + len(v.image) for v in vms)
+    """One loader image: every VM's stage-1 pools at their slots."""
+    parts = [im for v in vms for im in v.images]
+    lo = min(a for a, _ in parts)
+    hi = max(a + len(d) for a, d in parts)
     img = bytearray(hi - lo)
-    for v in vms:
-        img[v.slot - lo:v.slot - lo + len(v.image)] = v.image
+    for a, d in parts:
+        img[a - lo:a - lo + len(d)] = d
     return [("s1.bin", lo, bytes(img))]
 
 
@@ -578,6 +741,35 @@ class NTally:
     hi: dict = field(default_factory=dict)          # AT translations agreed with VA / IPA >= 2**48
     attrs: dict = field(default_factory=dict)       # (fwb, MAIR attr, stage-2 MemAttr) -> VAs
     bad: list = field(default_factory=list)
+    # VA[55] = 1 probes (TTBR1's half): (TTBR0, TTBR1, stage-2 granule), mode, access, stage,
+    # fsc -> count
+    upper: dict = field(default_factory=dict)
+    hi_ptw: dict = field(default_factory=dict)      # mode -> S1PTW faults on TTBR1 table pages
+    top_page: dict = field(default_factory=dict)    # (mode, outcome) of VA 2**64 - 4096
+
+    def count_upper(self, nvm, mode, access, vas, stage, fsc, ipa):
+        sel = ((vas >> np.uint64(55)) & np.uint64(1)) == 1
+        if nvm.hi is None or not sel.any():        # VMs with TTBR1 tables only
+            return
+        ptw = (stage == 2) & ((fsc & s2pt.FSC_S1PTW) != 0)
+        on_hi = ptw & (ipa >= np.uint64(S1_IPA_HI)) & (ipa < np.uint64(S1_IPA_END))
+        self.hi_ptw[mode] = self.hi_ptw.get(mode, 0) + int(np.count_nonzero(on_hi))
+        for i in np.flatnonzero(vas == np.uint64(0xFFFF_FFFF_FFFF_F000)).tolist():
+            k = (mode, ["ok", "stage 1", "stage 2"][int(stage[i])])
+            self.top_page[k] = self.top_page.get(k, 0) + 1
+        key = np.stack([stage[sel].astype(np.uint16), fsc[sel].astype(np.uint16)])
+        vals, cnt = np.unique(key, axis=1, return_counts=True)
+        for (st, f), c in zip(vals.T.tolist(), cnt.tolist()):
+            k = (nvm.key(), mode, access, st, f)
+            self.upper[k] = self.upper.get(k, 0) + c
+
+    def upper_by_outcome(self, gkey=None, mode=None):
+        out = {}
+        for (g, m, a, st, f), c in self.upper.items():
+            if (gkey is None or g == gkey) and (mode is None or m == mode):
+                o = outcome_str(st, f)
+                out[o] = out.get(o, 0) + c
+        return out
 
     def count(self, mode, access, stage, fsc):
         key = np.stack([stage.astype(np.uint16), fsc.astype(np.uint16)])
@@ -609,6 +801,13 @@ class NTally:
         return out
 
 
+def outcome_str(stage: int, fsc: int) -> str:
+    if stage == 0:
+        return "ok"
+    kind = J.KIND.get((fsc & 0x3F) >> 2, "?")
+    return f"stage {stage} {kind} L{fsc & 3}" + (" S1PTW" if fsc & s2pt.FSC_S1PTW else "")
+
+
 def fsc_str(fsc: int, stage: int = 0) -> str:
     if stage == 0 or fsc == s2pt.FSC_NONE:
         return "ok"
@@ -618,17 +817,21 @@ def fsc_str(fsc: int, stage: int = 0) -> str:
 
 def explain(nvm: NestedVm, va: int, access) -> str:
     try:
-        t = nvm.pt.translate2(va, nvm.s1, access)
+        t = nvm.pt.translate2(va, nvm.rg, access)
         what = f"ok IPA {t.ipa:#x} PA {t.pa:#x}"
     except s2pt.Stage1Fault as e:
         what = f"stage-1 fault {e}"
     except s2pt.Stage2Fault as e:
         what = f"stage-2 fault {e} (s1ptw={e.s1ptw})"
     try:
-        walk = " / ".join(f"L{s.level}={s.desc:#x}" for s in nvm.s1.walk(va))
+        s1 = nvm.s1_for(va)
+        walk = ("none (no tables)" if s1 is None
+                else " / ".join(f"L{s.level}={s.desc:#x}" for s in s1.walk(va)))
     except s2pt.S2ptError as e:
         walk = f"walk: {e}"
-    return f"{nvm.vm.label} tcr={nvm.s1.tcr:#x} ttbr={nvm.s1.ttbr:#x}: {what}; s1 walk {walk}"
+    _, tcr, ttbr0, _, ttbr1 = nvm.vm.s1regs
+    return (f"{nvm.vm.label} tcr={tcr:#x} ttbr0={ttbr0:#x} ttbr1={ttbr1:#x}: {what}; s1 walk "
+            f"{walk}")
 
 
 def s1ptw_levels(nvm: NestedVm, vas, fsc, ipa) -> np.ndarray:
@@ -639,7 +842,7 @@ def s1ptw_levels(nvm: NestedVm, vas, fsc, ipa) -> np.ndarray:
     for i in np.flatnonzero((fsc != s2pt.FSC_NONE) & ((fsc & s2pt.FSC_S1PTW) != 0)).tolist():
         d = int(ipa[i])
         if d not in cache:
-            steps = nvm.s1.walk(int(vas[i]))
+            steps = nvm.s1_for(int(vas[i])).walk(int(vas[i]))
             lv = [s.level for s in steps if s.desc_pa == d]
             assert lv, (hex(int(vas[i])), hex(d), steps)
             cache[d] = lv[0]
@@ -700,9 +903,9 @@ def compare_attr(nvm: NestedVm, idx: np.ndarray, par: np.ndarray, tally: NTally)
     fwb = nvm.pt.fwb
     for i in idx.tolist():
         va = int(nvm.vas[i])
-        t = nvm.pt.translate2(va, nvm.s1)
+        t = nvm.pt.translate2(va, nvm.rg)
         want = J.stage2_type(int(t.memattr))
-        s1_attr = (nvm.s1.mair >> (8 * int(t.s1.memattr))) & 0xFF
+        s1_attr = (MAIR >> (8 * int(t.s1.memattr))) & 0xFF
         s2 = int(t.s2.memattr)
         qemu, why = want, None
         s1_device = J.is_device(int(J.PAR_ATTR_TYPE[s1_attr]))
@@ -731,8 +934,9 @@ def compare_at_s1(nvm: NestedVm, recs: np.ndarray, tally: NTally):
     tally.vas += vas.size
     for col, access in enumerate(AT_ACCESSES):
         ipa = np.zeros(vas.size, dtype=np.uint64)
-        pa, fsc, stage, _ = nvm.pt.translate2_many(vas, nvm.s1, access, ipa=ipa)
+        pa, fsc, stage, _ = nvm.pt.translate2_many(vas, nvm.rg, access, ipa=ipa)
         tally.count("AT", access, stage, fsc)
+        tally.count_upper(nvm, "AT", access, vas, stage, fsc, ipa)
         qfsc = qemu_fsc(nvm, vas, fsc, stage, ipa, tally, "AT", access)
         tally.checks += vas.size
         par = recs[:, 0, col]
@@ -769,8 +973,9 @@ def compare_nested(nvm: NestedVm, recs: np.ndarray, tally: NTally):
     tally.vas += vas.size
     for col, access in enumerate(NESTED_ACCESSES):
         ipa = np.zeros(vas.size, dtype=np.uint64)
-        pa, fsc, stage, _ = nvm.pt.translate2_many(vas, nvm.s1, access, ipa=ipa)
+        pa, fsc, stage, _ = nvm.pt.translate2_many(vas, nvm.rg, access, ipa=ipa)
         tally.count("EL", access, stage, fsc)
+        tally.count_upper(nvm, "EL", access, vas, stage, fsc, ipa)
         qfsc = qemu_fsc(nvm, vas, fsc, stage, ipa, tally, "EL", access)
         tally.checks += vas.size
         r = recs[:, col, :]
@@ -932,13 +1137,15 @@ def test_nested_walk_agrees(probe_elf, tmp_path, pair):
     """Modes 3 and 4 for one stage-1 x stage-2 granule pair (module docstring): 12 VMs of
     VA sizes 32..48 and IPA / IPS sizes 32..48, AT S12E1R/W + S12E0R/W and the six real
     accesses per VA against ``translate2_many``; plus one AT-only VM whose root table page
-    stage 2 does not map."""
+    stage 2 does not map; plus ``TTBR1_VMS``: two TTBR0 + TTBR1 ``Regime`` VMs (both modes)
+    and one TTBR1-only VM (AT only)."""
     g1, g2 = pair
     t0 = time.perf_counter()
-    s2pool, vms, root_vm = build_pair(g1, g2)
+    s2pool, vms, root_vm, hi_vms, hi_only = build_pair(g1, g2)
     build_s = time.perf_counter() - t0
-    loads = s1_image_loads(vms + [root_vm])
-    at_vms = vms + [root_vm]
+    vms = vms + hi_vms                       # TTBR0 + TTBR1 (Regime): both modes
+    at_vms = vms + [root_vm] + hi_only       # TTBR1 only (EPD0 = 1): AT only
+    loads = s1_image_loads(at_vms)
     wd = tmp_path / "nested"
     at, at_s = J.launch(probe_elf, wd / "at", s2pool, [v.vm for v in at_vms], J.MODE_AT_S1,
                         images=loads, ram=RAM)
@@ -952,7 +1159,8 @@ def test_nested_walk_agrees(probe_elf, tmp_path, pair):
     stages = tally.by_stage()
     nva = sum(v.vas.size for v in vms)
     line = (f"[qemu judge nested] {pair_id(pair)}: {len(at_vms)} VMs, {tally.vas} VA probes "
-            f"({nva} VAs x 6 accesses + {nva + root_vm.vas.size} VAs x 4 ATs), {tally.checks} "
+            f"({nva} VAs x 6 accesses + {sum(v.vas.size for v in at_vms)} VAs x 4 ATs), "
+            f"{tally.checks} "
             f"compared; " + ", ".join(f"{k} {n}" for k, n in sorted(stages.items()))
             + f"; AT translations with VA / IPA >= 2**48: {tally.hi.get('VA', 0)} / "
             f"{tally.hi.get('IPA', 0)}; PAR_EL1.ATTR judged on {sum(tally.attrs.values())} VAs "
@@ -961,6 +1169,18 @@ def test_nested_walk_agrees(probe_elf, tmp_path, pair):
             f"s, QEMU {at_s:.2f} + {el_s:.2f} s, total {time.perf_counter() - t0:.2f} s, "
             f"seed {SEED})")
     print(line)
+    upper = {}
+    for (g, m, a, st, f), c in tally.upper.items():
+        upper[g, m] = upper.get((g, m), 0) + c
+    hi_line = ("[qemu judge nested] " + pair_id(pair) + " TTBR1 half (VA[55] = 1, TTBR0 / TTBR1 /"
+               " stage-2 granule, probes x accesses): " + "; ".join(
+                   f"{'-' if g[0] is None else g[0] // 1024}K/{g[1] // 1024}K/{g[2] // 1024}K "
+                   f"{m} {c}: " + ", ".join(f"{k} {n}" for k, n in sorted(
+                       tally.upper_by_outcome(g, m).items()))
+                   for (g, m), c in sorted(upper.items(), key=str))
+               + f"; S1PTW on TTBR1 table pages {tally.hi_ptw}; VA 0xffff_ffff_ffff_f000 "
+               f"{tally.top_page}")
+    print(hi_line)
     assert not tally.bad, tally.report(wd)
     # coverage: success and every fault kind of both stages for every access, S1PTW faults
     for mode, accesses in (("AT", AT_ACCESSES), ("EL", NESTED_ACCESSES)):
@@ -987,3 +1207,18 @@ def test_nested_walk_agrees(probe_elf, tmp_path, pair):
     assert {f for f, _, _ in tally.attrs} == {False, True} and len(tally.attrs) >= 50, (
         sorted(tally.attrs))
     assert tally.departures.get(("QEMU_DEVICE_COMBINE", "AT")), "QEMU_DEVICE_COMBINE not reached"
+    # TTBR1 (VA[55] = 1): success, stage-1 faults (level 0 for non-canonical VAs), stage-2
+    # faults and S1PTW faults on TTBR1's own table pages, in both modes and for every access
+    # of both; the granule pairs of the TTBR1 VMs (TG0 != TG1 in two of them)
+    for mode, accesses in (("AT", AT_ACCESSES), ("EL", NESTED_ACCESSES)):
+        for access in accesses:
+            seen = {(st, f) for (g, m, a, st, f) in tally.upper if m == mode and a == access}
+            s1k = {f >> 2 for st, f in seen if st == 1}
+            assert any(st == 0 for st, _ in seen), (mode, access.name, hi_line)
+            assert (1, 0b000100) in seen and {1, 2} <= s1k, (mode, access.name, seen, hi_line)
+            assert any(st == 2 and not f & 0x80 for st, f in seen), (mode, access.name, hi_line)
+            assert any(st == 2 and f & 0x80 for st, f in seen), (mode, access.name, hi_line)
+        assert tally.hi_ptw.get(mode), hi_line
+    keys = {g for g, *_ in tally.upper}
+    assert {g[0] for g in keys} >= {None, g1} and any(g[0] and g[0] != g[1] for g in keys), keys
+    assert tally.top_page.get(("AT", "ok")) and tally.top_page.get(("EL", "ok")), hi_line

@@ -21,9 +21,10 @@
 //   0x100 result file name, NUL-terminated (at most 255 bytes)
 //   0x200 + 48*i  VM i: VTCR_EL2, VTTBR_EL2, number of IPAs, address of the IPA list,
 //                 HCR_EL2 (RW and VM must be set; e.g. DC, FWB per VM), reserved (u64 each)
-//   0x2000 + 32*i VM i's stage 1 (modes 3, 4 only): SCTLR_EL1 (M = 1), TCR_EL1, TTBR0_EL1,
-//                 MAIR_EL1 (u64 each); the stage-1 tables are guest RAM the VM maps (the host
-//                 loads their image)
+//   0x2000 + 48*i VM i's stage 1 (modes 3, 4 only): SCTLR_EL1 (M = 1), TCR_EL1, TTBR0_EL1,
+//                 MAIR_EL1, TTBR1_EL1, reserved (u64 each); the stage-1 tables are guest RAM
+//                 the VM maps (the host loads their image). TCR_EL1.EPD0 / EPD1 say which
+//                 halves have tables; mode 4 needs TTBR0 (the EL1 code page is a low VA)
 //
 // Result buffer (64-byte header, then the records):
 //   0x00 RES_MAGIC, 0x08 status (0 ok), 0x10 number of records, 0x18 words per record,
@@ -59,7 +60,7 @@
         .equ    CFG_NAME,       0x100
         .equ    CFG_VMS,        0x200
         .equ    CFG_S1,         0x2000                  // stage-1 blocks (modes 3, 4)
-        .equ    CFG_S1_SIZE,    32
+        .equ    CFG_S1_SIZE,    48                      // SCTLR, TCR, TTBR0, MAIR, TTBR1, -
 
         .equ    RES_STATUS,     0x08
         .equ    RES_NREC,       0x10
@@ -175,12 +176,15 @@ vm_loop:
         cmp     x25, #3                 // modes 3, 4: this VM's stage 1
         b.lo    1f
         add     x1, x20, #CFG_S1
-        add     x1, x1, x24, lsl #5     // CFG_S1_SIZE = 32
+        mov     x0, #CFG_S1_SIZE
+        madd    x1, x24, x0, x1
         ldp     x2, x3, [x1]
         ldp     x4, x5, [x1, #16]
+        ldr     x6, [x1, #32]
         msr     tcr_el1, x3
         msr     ttbr0_el1, x4
         msr     mair_el1, x5
+        msr     ttbr1_el1, x6
         isb
         msr     sctlr_el1, x2
 1:      isb
