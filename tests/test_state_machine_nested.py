@@ -20,12 +20,19 @@ walk is given the table addresses the engines' single-stage walks report (``s1.w
 ``vm.walk(ipa)``) and predicts the rest from its own leaves.
 
 Every stage-1 granule runs, each under a different stage-2 granule (4K/4K, 16K/4K, 64K/16K with
-FWB, 4K/64K with FWB).
+FWB, 4K/64K with FWB). One more machine runs a whole EL1&0 regime (s2pt.Regime against
+s2pt.model.ReferenceRegime): TTBR0 tables (4K granule, 39-bit VAs) and TTBR1 tables (16K
+granule, 48-bit VAs: the top of the address space) in two pools of guest RAM, every stage-1 rule
+aimed at one half or the other, stage-2 changes to either half's table pages, and nested
+translations of VAs in both halves, between them and non-canonical ones (VA[55] picks the half;
+bits [63:va_bits] must all equal it), through the regime and through each half alone; TCR_EL1
+and the other registers are compared with the model's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from hypothesis import settings
@@ -34,11 +41,14 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 import s2pt
 from s2pt import GuestAccess, MemAttr, Prot, Stage1Fault, Stage2Fault
-from s2pt.model import ReferencePool, ReferenceStage1, ReferenceStage2
+from s2pt.model import ReferencePool, ReferenceRegime, ReferenceStage1, ReferenceStage2
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 U64 = 1 << 64
 MAIR = 0xBB_0C_F4_00_AA_44_04_FF  # WB, Device-nGnRE, NC, WT, Device-nGnRnE, WB/NC, GRE, WT
+# The regime's own MAIR_EL1 (overriding the tables'): WT, WB/NC, Device-nGnRnE, GRE, NC,
+# Device-nGnRE, WB, WB.
+REGIME_MAIR = 0xBB_FF_04_44_0C_0C_F4_AA
 ACCESSES = list(GuestAccess)
 
 
@@ -81,6 +91,18 @@ class Space:
 
 
 @dataclass(frozen=True)
+class Upper:
+    """TTBR1 tables of a regime machine (the VA region is given as whole VAs)."""
+
+    s1_granule: int
+    va_bits: int
+    va_base: int
+    va_blocks: int
+    s1_pages: int
+    pool_ipa: int
+
+
+@dataclass(frozen=True)
 class Nest:
     name: str
     s1_granule: int
@@ -94,6 +116,7 @@ class Nest:
     data_ipa: int  # where the guest's mappings point (stage 2 maps it)
     weight: float = 1.0
     fwb: bool = False
+    upper: Optional[Upper] = None  # TTBR1 tables too: the guest runs a Regime of both halves
 
 
 NESTS = [
@@ -112,6 +135,13 @@ NESTS = [
     # tables (and more); FWB memory types.
     Nest("s1_4k_39__s2_64k_42_fwb", 4096, 39, 510 * GiB, 2, 5, 65536, 42, 1 * GiB, 4 * GiB,
          weight=0.25, fwb=True),
+    # A regime: TTBR0 tables 4K / 39-bit (3 levels, 1 GiB blocks, the region across the first
+    # 1 GiB entries) and TTBR1 tables 16K / 48-bit (4 levels: a 2-entry level-0 root, 32 MiB
+    # blocks, the region across a 64 GiB level-1 entry below the top of the address space),
+    # each in its own pool of guest RAM, under a 4K stage 2 (a 16K table page is four stage-2
+    # pages).
+    Nest("regime_4k_39_16k_48__s2_4k_40", 4096, 39, 0, 2, 6, 4096, 40, 1 * GiB, 2 * GiB,
+         weight=0.45, upper=Upper(16384, 48, U64 - 64 * GiB - 64 * MiB, 4, 7, 1 * GiB + 1 * MiB)),
 ]
 
 S1_PROTS = [Prot.R, Prot.RW, Prot.RW, Prot.RX, Prot.RWX, Prot.R | Prot.UX, Prot.R | Prot.PX,
@@ -154,43 +184,111 @@ def outcome(call):
     return ("ok", value)
 
 
+class Half:
+    """One stage-1 table of the guest (TTBR0 or TTBR1), engine and model, and its guest RAM."""
+
+    def __init__(self, ttbr, granule, va_bits, va_base, va_blocks, pages, pool_ipa, g2):
+        self.ttbr, self.granule, self.va_bits, self.pages = ttbr, granule, va_bits, pages
+        self.s1 = s2pt.Stage1(va_bits=va_bits, granule=granule, ips_bits=48, asid=5,
+                              pool=s2pt.PagePool(pages, granule, pool_ipa), mair=MAIR, ttbr=ttbr)
+        self.mpool = ReferencePool(pages)
+        self.ms1 = ReferenceStage1(va_bits=va_bits, granule=granule, ips_bits=48, asid=5,
+                                   pool=self.mpool, mair=MAIR, root_ipa=pool_ipa, ttbr=ttbr)
+        for attr in ("levels", "start_level", "root_entries", "min_block_level", "t0sz",
+                     "ttbr", "table_pages", "tcr", "ttbr_index", "va_start", "mair"):
+            assert getattr(self.s1, attr) == getattr(self.ms1, attr), attr
+        self.va = Space(granule, self.s1.min_block_level, va_base, va_blocks)
+        self.va_start = self.s1.va_start
+        self.top = self.va_start + (1 << va_bits)  # one past the last VA (2**64 for TTBR1)
+        self.pool_ipa = pool_ipa
+        self.pool_size = -(-pages * granule // g2) * g2  # what stage 2 maps of guest RAM
+        assert pool_ipa % max(granule, g2) == 0
+        self.pool_pa = (1 << 40) + pool_ipa - 1 * GiB  # host PAs of the guest's table pages
+        g1, base, sp = granule, va_base, self.va
+        fixed = {self.va_start, self.va_start + g1, self.top - g1, self.top - 1, self.top,
+                 U64 - 1, base - g1, base, sp.region_end - 1, sp.region_end}
+        for unit in sp.units[1:]:
+            step = max(1, sp.region_size // unit // 4)
+            for k in range(0, sp.region_size // unit + 1, step):
+                fixed.update({base + k * unit, base + k * unit - g1 + 0x18})
+        self.fixed_probes = sorted(x for x in fixed if 0 <= x < U64)
+
+    def owns(self, va):
+        return self.va_start <= va < self.top
+
+
 class NestedDifferential(RuleBasedStateMachine):
     NEST: Nest
 
     def __init__(self):
         super().__init__()
         n = self.NEST
-        g1, g2 = n.s1_granule, n.s2_granule
+        g2 = n.s2_granule
         self.vm = s2pt.Stage2(ipa_bits=n.ipa_bits, granule=g2, pa_bits=48, fwb=n.fwb)
         self.mvm = ReferenceStage2(ipa_bits=n.ipa_bits, granule=g2, pa_bits=48, fwb=n.fwb,
                                    pool=ReferencePool(self.vm.pool.capacity))
-        self.s1 = s2pt.Stage1(va_bits=n.va_bits, granule=g1, ips_bits=48, asid=5,
-                              pool=s2pt.PagePool(n.s1_pages, g1, n.pool_ipa), mair=MAIR)
-        self.mpool = ReferencePool(n.s1_pages)
-        self.ms1 = ReferenceStage1(va_bits=n.va_bits, granule=g1, ips_bits=48, asid=5,
-                                   pool=self.mpool, mair=MAIR, root_ipa=n.pool_ipa)
-        for attr in ("levels", "start_level", "root_entries", "min_block_level", "t0sz",
-                     "ttbr", "table_pages"):
-            assert getattr(self.s1, attr) == getattr(self.ms1, attr), attr
-        self.va = Space(g1, self.s1.min_block_level, n.va_base, n.va_blocks)
+        self.halves = [Half(0, n.s1_granule, n.va_bits, n.va_base, n.va_blocks, n.s1_pages,
+                            n.pool_ipa, g2)]
+        u = n.upper
+        if u is not None:
+            self.halves.append(Half(1, u.s1_granule, u.va_bits, u.va_base, u.va_blocks,
+                                    u.s1_pages, u.pool_ipa, g2))
+            lo, hi = self.halves
+            plain = s2pt.Regime(lo.s1, hi.s1)  # the tables' MAIR
+            assert plain.registers() == ReferenceRegime(lo.ms1, hi.ms1).registers()
+            assert plain.mair == MAIR
+            # The nested walks use the regime's MAIR (the halves alone: the tables').
+            self.target = s2pt.Regime(lo.s1, hi.s1, mair=REGIME_MAIR)
+            self.mtarget = ReferenceRegime(lo.ms1, hi.ms1, mair=REGIME_MAIR)
+            assert self.target.tcr == self.mtarget.tcr
+            assert self.target.registers() == self.mtarget.registers()
+            tcr = self.mtarget.tcr  # both halves walked: EPD0 and EPD1 clear
+            assert not tcr & (1 << 7 | 1 << 23) and tcr & 0x3F == 64 - n.va_bits
+            assert tcr >> 16 & 0x3F == 64 - u.va_bits
+        else:
+            self.target, self.mtarget = self.halves[0].s1, self.halves[0].ms1
+        self.h = self.halves[0]  # the half the current rule works on
         cfg2 = self.vm.config
-        blocks2 = max(1, self.va.region_size // span(g2, cfg2.min_block_level))
+        size = max(h.va.region_size for h in self.halves)
+        blocks2 = max(1, size // span(g2, cfg2.min_block_level))
         self.data = Space(g2, cfg2.min_block_level, n.data_ipa, blocks2)
-        assert self.data.region_size >= self.va.region_size
-        self.pool_size = -(-n.s1_pages * g1 // g2) * g2  # what stage 2 maps of guest RAM
-        assert n.pool_ipa % max(g1, g2) == 0
-        self.pool_pa = 1 << 40  # host PAs of the guest's table pages
+        assert self.data.region_size >= size
         self.data_pa = 1 << 41
-        top = 1 << n.va_bits
-        fixed = {0, g1, top - g1, top - 1, top, U64 - 1, n.va_base - g1, n.va_base,
-                 self.va.region_end - 1, self.va.region_end}
-        for unit in self.va.units[1:]:
-            step = max(1, self.va.region_size // unit // 4)
-            for k in range(0, self.va.region_size // unit + 1, step):
-                fixed.update({n.va_base + k * unit, n.va_base + k * unit - g1 + 0x18})
-        self.fixed_probes = sorted(x for x in fixed if 0 <= x < U64)
+        self.fixed_probes = sorted({x for h in self.halves for x in h.fixed_probes})
+        if u is not None:  # between the halves and non-canonical (no TBI): level-0 faults
+            lo, hi = self.halves
+            self.fixed_probes += [1 << 55, (1 << 55) - 1, 1 << 63, hi.va_start - 1,
+                                  hi.va_start - hi.granule, 0xFF00_0000_0000_0000 | n.va_base,
+                                  (1 << 55) | (hi.va.region_base & ((1 << u.va_bits) - 1)),
+                                  (0xFF7F << 48) | (hi.va.region_base & ((1 << 48) - 1))]
         self.recent_probes = []
         self.turn = 0  # the access kind whose whole Translation2 the invariant compares
+
+    # The half the current rule works on.
+    @property
+    def s1(self):
+        return self.h.s1
+
+    @property
+    def ms1(self):
+        return self.h.ms1
+
+    @property
+    def va(self):
+        return self.h.va
+
+    def pick(self, data):
+        """Aim the rule at one half (drawn when the guest has two)."""
+        if len(self.halves) > 1:
+            self.h = self.halves[data.draw(st.integers(0, len(self.halves) - 1), label="half")]
+        return self.h
+
+    def half_of(self, va):
+        """The half whose tables VA[55] selects (None: a single TTBR0 table, an upper VA)."""
+        for h in self.halves:
+            if h.ttbr == (va >> 55 & 1):
+                return h
+        return None
 
     # -- helpers -------------------------------------------------------------------------------
     def both(self, call, engine, model):
@@ -199,8 +297,9 @@ class NestedDifferential(RuleBasedStateMachine):
         assert got == want, f"engine: {got!r}\nmodel:  {want!r}"
         return got
 
-    def stage1(self, call):
-        return self.both(call, self.s1, self.ms1)
+    def stage1(self, call, half=None):
+        h = self.h if half is None else half
+        return self.both(call, h.s1, h.ms1)
 
     def stage2(self, call):
         return self.both(call, self.vm, self.mvm)
@@ -212,12 +311,13 @@ class NestedDifferential(RuleBasedStateMachine):
 
     def structure(self):
         """Where the engines put their tables (the model's only input from them), memoised
-        for one unchanged state."""
+        for one unchanged state. The stage-1 walk is that of the half VA[55] picks."""
         s1_memo, s2_memo = {}, {}
 
         def s1_tables(va):
             if va not in s1_memo:
-                s1_memo[va] = {step.level: step.table_pa for step in self.s1.walk(va)}
+                h = self.half_of(va)
+                s1_memo[va] = {step.level: step.table_pa for step in h.s1.walk(va)}
             return s1_memo[va]
 
         def s2_tables(ipa):
@@ -227,42 +327,57 @@ class NestedDifferential(RuleBasedStateMachine):
 
         return s1_tables, s2_tables
 
-    def nested(self, vas, accesses, full):
+    def targets(self, which):
+        """(engine, model) stage-1 argument of the nested walk: the guest's regime (or its one
+        table), or one half alone (a regime whose other half has no tables)."""
+        if which is None:
+            return self.target, self.mtarget
+        h = self.halves[which]
+        return h.s1, h.ms1
+
+    def nested(self, vas, accesses, full, which=None):
         """translate2_many of ``vas`` for each access (and translate2 of each VA if full)."""
         s1_tables, s2_tables = self.structure()
+        eng, mod = self.targets(which)
         array = np.array(vas, dtype=np.uint64)
         for access in accesses:
             ipa_e = np.zeros(len(vas), dtype=np.uint64)
             ipa_m = np.zeros(len(vas), dtype=np.uint64)
-            got = outcome(lambda: self.vm.translate2_many(array, self.s1, access, ipa=ipa_e))
+            got = outcome(lambda: self.vm.translate2_many(array, eng, access, ipa=ipa_e))
             want = outcome(lambda: self.mvm.translate2_many(
-                array, self.ms1, access, s1_tables=s1_tables, s2_tables=s2_tables, ipa=ipa_m))
+                array, mod, access, s1_tables=s1_tables, s2_tables=s2_tables, ipa=ipa_m))
             assert got == want, f"translate2_many({access!r}):\nengine: {got!r}\nmodel:  {want!r}"
             assert ipa_e.tolist() == ipa_m.tolist(), f"translate2_many({access!r}) ipa"
             if not full:
                 continue
             for va in vas:
-                got = outcome(lambda: self.vm.translate2(va, self.s1, access))
+                got = outcome(lambda: self.vm.translate2(va, eng, access))
                 want = outcome(lambda: self.mvm.translate2(
-                    va, self.ms1, access, s1_tables=s1_tables, s2_tables=s2_tables))
+                    va, mod, access, s1_tables=s1_tables, s2_tables=s2_tables))
                 assert got == want, (f"translate2({va:#x}, {access!r}):\n"
                                      f"engine: {got!r}\nmodel:  {want!r}")
 
     def guest_vas(self, data, n):
-        """VAs a guest touches: mostly in its leaves (any byte offset), some in holes."""
-        leaves = self.ms1.mappings(self.va.region_base, self.va.region_size)
+        """VAs a guest touches: mostly in its leaves (any byte offset), some in holes, beyond
+        the tables' ranges or (with two halves) non-canonical."""
         out = []
         for _ in range(n):
+            h = self.pick(data)
+            leaves = h.ms1.mappings(h.va.region_base, h.va.region_size)
             kind = data.draw(st.sampled_from(["leaf", "leaf", "region", "any"]), label="where")
             if kind == "leaf" and leaves:
                 m = data.draw(st.sampled_from(leaves), label="leaf")
                 out.append(m.ipa + data.draw(st.integers(0, m.size - 1), label="offset"))
             elif kind in ("region", "leaf"):
-                out.append(data.draw(st.integers(self.va.region_base, self.va.region_end - 1),
+                out.append(data.draw(st.integers(h.va.region_base, h.va.region_end - 1),
                                      label="va"))
+            elif h.ttbr == 0:
+                out.append(data.draw(st.integers(0, h.top + 4096), label="va"))
             else:
-                out.append(data.draw(st.integers(0, (1 << self.NEST.va_bits) + 4096),
-                                     label="va"))
+                low = data.draw(st.integers(0, (1 << h.va_bits) - 1), label="low")
+                high = data.draw(st.sampled_from([U64 - (1 << h.va_bits), 1 << 55, 1 << 63,
+                                                  U64 - (1 << (h.va_bits + 1))]), label="high")
+                out.append(high | low)
         return out
 
     # -- set-up --------------------------------------------------------------------------------
@@ -271,12 +386,14 @@ class NestedDifferential(RuleBasedStateMachine):
         """Stage 2 maps the guest's table pages and its data region; stage 1 maps a few
         ranges."""
         n = self.NEST
-        blocks = data.draw(st.booleans(), label="pool_blocks")
-        self.stage2(lambda vm: vm.map(n.pool_ipa, self.pool_pa, self.pool_size, Prot.RW,
-                                      blocks=blocks))
+        for h in self.halves:
+            blocks = data.draw(st.booleans(), label="pool_blocks")
+            self.stage2(lambda vm: vm.map(h.pool_ipa, h.pool_pa, h.pool_size, Prot.RW,
+                                          blocks=blocks))
         self.stage2(lambda vm: vm.map(n.data_ipa, self.data_pa, self.data.region_size,
                                       Prot.RWX))
-        for _ in range(data.draw(st.integers(1, 3), label="maps")):
+        for _ in range(data.draw(st.integers(1, 2 + len(self.halves)), label="maps")):
+            self.pick(data)
             self.s1_map_random(data)
 
     # -- stage 1 -------------------------------------------------------------------------------
@@ -288,9 +405,12 @@ class NestedDifferential(RuleBasedStateMachine):
         where = data.draw(st.sampled_from(["data"] * 6 + ["hole", "beyond", "tables"]),
                           label="out")
         rel = va - self.va.region_base
-        if where == "tables" and size <= self.pool_size:
-            return n.pool_ipa + data.draw(st.integers(0, (self.pool_size - size) // g),
-                                          label="page") * g
+        if where == "tables":  # this half's table pages, or the other half's
+            t = self.halves[data.draw(st.integers(0, len(self.halves) - 1), label="pool")]
+            if size <= t.pool_size:
+                return t.pool_ipa + data.draw(st.integers(0, (t.pool_size - size) // g),
+                                              label="page") * g
+            where = "data"
         if where == "hole":
             return n.data_ipa + self.data.region_size + 8 * self.va.top_span + rel
         if where == "beyond":
@@ -321,16 +441,19 @@ class NestedDifferential(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def s1_map(self, data):
+        self.pick(data)
         self.s1_map_random(data)
 
     @rule(data=st.data())
     def s1_unmap(self, data):
+        self.pick(data)
         va, size = data.draw(ranges(self.va), label="range")
         self.note(va, size)
         self.stage1(lambda s1: s1.unmap(va, size))
 
     @rule(data=st.data(), prot=st.sampled_from(S1_PROTS), user=st.booleans())
     def s1_protect(self, data, prot, user):
+        self.pick(data)
         va, size = data.draw(ranges(self.va), label="range")
         self.note(va, size)
         self.stage1(lambda s1: s1.protect(va, size, prot, user=user))
@@ -340,6 +463,7 @@ class NestedDifferential(RuleBasedStateMachine):
         """An operation on part of an existing leaf (it splits), all of it, a little beyond it,
         or the block span around it (tables freed); the leaf's own translation again is an
         identical remap."""
+        self.pick(data)
         sp, g = self.va, self.va.granule
         leaves = self.ms1.mappings(sp.region_base, sp.region_size)
         if not leaves:
@@ -388,8 +512,10 @@ class NestedDifferential(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def s1_bad_call(self, data):
-        g, top = self.va.granule, 1 << self.NEST.va_bits
+        h = self.pick(data)
+        g, top = self.va.granule, h.top
         va, ipa = self.va.region_base, self.NEST.data_ipa
+        low = h.va_start - g if h.va_start else 0  # TTBR1: below the range (a RangeError)
         odd = data.draw(st.integers(1, g - 1), label="odd")
         calls = {
             "map W only": lambda s1: s1.map(va, ipa, g, Prot.W),
@@ -405,6 +531,14 @@ class NestedDifferential(RuleBasedStateMachine):
             "map at va top, empty": lambda s1: s1.map(top, ipa, 0),
             "map beyond ips": lambda s1: s1.map(va, (1 << 48) - g, 2 * g),
             "map wrap": lambda s1: s1.map(U64 - g, ipa, 2 * g),
+            "map below range": lambda s1: s1.map(low, ipa, g),
+            "map below range, float ipa": lambda s1: s1.map(low, float(ipa), g),
+            "unmap below range": lambda s1: s1.unmap(low, g),
+            "protect below range": lambda s1: s1.protect(low, g, Prot.R),
+            "translate below range": lambda s1: s1.translate(low),
+            "lookup below range": lambda s1: s1.lookup(low),
+            "mappings below range": lambda s1: s1.mappings(low, g),
+            "mappings default": lambda s1: s1.mappings(size=top - va),
             "map negative": lambda s1: s1.map(-g, ipa, g),
             "map float": lambda s1: s1.map(float(va), ipa, g),
             "unmap misaligned": lambda s1: s1.unmap(va + odd, g),
@@ -459,14 +593,15 @@ class NestedDifferential(RuleBasedStateMachine):
     def s2_table_pages(self, data):
         """Stage 2 changes the guest RAM holding stage-1 tables: a walk that reads a
         descriptor there faults with S1PTW (it needs read permission and the AF)."""
-        n, g2 = self.NEST, self.data.granule
-        via = data.draw(st.sampled_from(self.fixed_probes + self.recent_probes), label="via")
+        h, g2 = self.pick(data), self.data.granule
+        vias = [x for x in self.fixed_probes + self.recent_probes if h.owns(x)]
+        via = data.draw(st.sampled_from(vias), label="via")
         walk = self.s1.walk(via)
-        choices = [step.desc_pa for step in walk] + [n.pool_ipa, n.pool_ipa + self.pool_size - 1,
-                                                     n.pool_ipa + self.NEST.s1_granule]
+        choices = [step.desc_pa for step in walk] + [h.pool_ipa, h.pool_ipa + h.pool_size - 1,
+                                                     h.pool_ipa + h.granule]
         ipa = data.draw(st.sampled_from(choices), label="at") & ~(g2 - 1)
-        size = data.draw(st.sampled_from([g2, g2, 2 * g2, self.pool_size]), label="size")
-        size = min(size, n.pool_ipa + self.pool_size - ipa)
+        size = data.draw(st.sampled_from([g2, g2, 2 * g2, h.pool_size]), label="size")
+        size = min(size, h.pool_ipa + h.pool_size - ipa)
         op = data.draw(st.sampled_from(["unmap", "protect", "access_flag", "remap"]),
                        label="op")
         if op == "unmap":
@@ -480,7 +615,7 @@ class NestedDifferential(RuleBasedStateMachine):
             self.stage2(lambda vm: vm.set_access_flag(ipa, size, af))
         else:
             prot = data.draw(st.sampled_from([Prot.R, Prot.RW, Prot.W]), label="prot")
-            pa = self.pool_pa + (ipa - n.pool_ipa)
+            pa = h.pool_pa + (ipa - h.pool_ipa)
             self.stage2(lambda vm: vm.map(ipa, pa, size, prot, blocks=False))
         self.recent_probes = [via, via ^ self.va.granule]
         if data.draw(st.booleans(), label="heal"):
@@ -500,6 +635,7 @@ class NestedDifferential(RuleBasedStateMachine):
     def s2_under_leaf_random(self, data):
         """Stage 2 changes what one stage-1 leaf points at (part of it, or all): its
         permissions, memory type or access flag, so that both stages' rules combine."""
+        self.pick(data)
         leaves = self.ms1.mappings(self.va.region_base, self.va.region_size)
         if not leaves:
             return
@@ -534,8 +670,8 @@ class NestedDifferential(RuleBasedStateMachine):
     @rule()
     def s2_heal(self):
         """Map all the guest's table pages again, readable, so walks get through."""
-        n = self.NEST
-        self.stage2(lambda vm: vm.map(n.pool_ipa, self.pool_pa, self.pool_size, Prot.RW))
+        for h in self.halves:
+            self.stage2(lambda vm: vm.map(h.pool_ipa, h.pool_pa, h.pool_size, Prot.RW))
 
     # -- the guest ---------------------------------------------------------------------------------
     @rule(data=st.data())
@@ -547,7 +683,10 @@ class NestedDifferential(RuleBasedStateMachine):
     @rule(data=st.data(), access=st.sampled_from(ACCESSES))
     def guest_batch(self, data, access):
         vas = self.guest_vas(data, data.draw(st.integers(1, 24), label="n"))
-        self.nested(vas, [access], False)
+        which = None
+        if len(self.halves) > 1:  # sometimes through one half alone (the other: EPDx = 1)
+            which = data.draw(st.sampled_from([None, None, 0, 1]), label="which")
+        self.nested(vas, [access], which is not None, which)
 
     @rule(data=st.data())
     def nested_bad_call(self, data):
@@ -567,9 +706,35 @@ class NestedDifferential(RuleBasedStateMachine):
             "many empty": (lambda vm, s1, **k: vm.translate2_many(
                 np.zeros(0, dtype=np.uint64), s1, **k)),
         }
+        if len(self.halves) > 1:  # Regime construction, then a walk through it
+            leaves = self.halves[1].ms1.mappings()
+            hva = leaves[0].ipa + 0x18 if leaves else self.halves[1].va.region_base
+
+            def regime(r, *args, **kwargs):
+                return type(r)(*[getattr(r, a) if isinstance(a, str) and a.startswith("ttbr")
+                                 else a for a in args], **kwargs)
+
+            calls.update({
+                "regime swapped": lambda vm, r, **k: regime(r, "ttbr1", "ttbr0"),
+                "regime ttbr1 as ttbr0": lambda vm, r, **k: regime(r, "ttbr1"),
+                "regime ttbr0 as ttbr1": lambda vm, r, **k: regime(r, None, "ttbr0"),
+                "regime empty": lambda vm, r, **k: regime(r),
+                "regime mair float": lambda vm, r, **k: regime(r, "ttbr0", "ttbr1",
+                                                               mair=float(MAIR)),
+                "regime mair 2**64": lambda vm, r, **k: regime(r, "ttbr0", "ttbr1", mair=U64),
+                "regime ttbr0 int": lambda vm, r, **k: regime(r, 5, "ttbr1"),
+                "regime tables' mair": lambda vm, r, **k: vm.translate2(
+                    hva, regime(r, "ttbr0", "ttbr1"), **k),
+                "regime own mair, registers": lambda vm, r, **k: regime(
+                    r, "ttbr0", "ttbr1", mair=0x04_FF).registers(),
+                "regime ttbr1 alone, registers": lambda vm, r, **k: regime(
+                    r, None, "ttbr1").registers(),
+                "regime ttbr0 alone, tcr": lambda vm, r, **k: regime(r, "ttbr0").tcr,
+                "regime stage2 table": lambda vm, r, **k: vm.translate2(va, vm, **k),
+            })
         name = data.draw(st.sampled_from(sorted(calls)), label="call")
-        got = outcome(lambda: calls[name](self.vm, self.s1))
-        want = outcome(lambda: calls[name](self.mvm, self.ms1, **kw))
+        got = outcome(lambda: calls[name](self.vm, self.target))
+        want = outcome(lambda: calls[name](self.mvm, self.mtarget, **kw))
         if got[0] == "raise" and want[0] == "raise":
             assert issubclass(want[1], got[1]), (name, got, want)
         else:
@@ -578,18 +743,22 @@ class NestedDifferential(RuleBasedStateMachine):
     # -- after every step --------------------------------------------------------------------------
     @invariant()
     def agree(self):
-        self.s1.check()
-        self.ms1.check()
         self.vm.check()
         self.mvm.check()
-        assert self.s1.table_pages == self.ms1.table_pages
-        assert self.s1.pool.used == self.mpool.used
         assert self.vm.stats() == self.mvm.stats()
-        leaves = self.ms1.mappings()
-        assert self.s1.mappings() == leaves
         assert list(self.vm.mappings()) == list(self.mvm.mappings())
-        step = max(1, len(leaves) // 6)
-        sampled = [x for m in leaves[::step] for x in (m.ipa, m.ipa + m.size - 8)]
+        sampled = []
+        for h in self.halves:
+            h.s1.check()
+            h.ms1.check()
+            assert h.s1.table_pages == h.ms1.table_pages
+            assert h.s1.pool.used == h.mpool.used
+            leaves = h.ms1.mappings()
+            assert h.s1.mappings() == leaves
+            step = max(1, len(leaves) // 6)
+            sampled += [x for m in leaves[::step] for x in (m.ipa, m.ipa + m.size - 8)]
+        if len(self.halves) > 1:
+            assert self.target.registers() == self.mtarget.registers()
         probes = self.fixed_probes + self.recent_probes + sampled
         self.nested(probes, ACCESSES, False)
         recent = (self.recent_probes + sampled)[:3]
@@ -599,9 +768,10 @@ class NestedDifferential(RuleBasedStateMachine):
         self.turn = (self.turn + 1) % len(ACCESSES)
         self.nested(sampled[::2][:8], [GuestAccess.READ, ACCESSES[self.turn]], True)
         for va in recent:
-            for access in ACCESSES:
-                self.stage1(lambda s1: s1.translate(va, access))
-            self.stage1(lambda s1: s1.lookup(va))
+            for h in self.halves:  # the other half's VAs: a RangeError or a level-0 fault
+                for access in (ACCESSES if h.owns(va) else ACCESSES[:1]):
+                    self.stage1(lambda s1: s1.translate(va, access), h)
+                self.stage1(lambda s1: s1.lookup(va), h)
 
 
 for _nest in NESTS:

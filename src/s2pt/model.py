@@ -52,8 +52,16 @@ Stage 1 and the two-dimensional walk (see the section at the end of this file):
   stage-1 geometry (one root, no concatenation, levels from the VA size), permission format
   (R always; W clear = AP[2] read-only; USER = AP[1]; PXN / UXN), MAIR indices for memory
   types, nG, and GuestAccess kinds (EL0 data accesses; the implicit PXN of EL0-writable pages).
+  ``ttbr=1`` gives TTBR1 tables: the upper VA range [2**64 - 2**va_bits, 2**64), whole VAs in
+  and out of every method (the leaves are kept at the VA's low va_bits bits, what the walk
+  indexes), a lower VA a RangeError. ``tcr`` is the table's half of TCR_EL1.
+* :class:`ReferenceRegime` is the twin of :class:`s2pt.Regime`: a TTBR0 and a TTBR1
+  ReferenceStage1 (either None: EPDx), one MAIR, the combined TCR_EL1 and ``registers()``.
 * :meth:`ReferenceStage2.translate2` / :meth:`ReferenceStage2.translate2_many` are the twins of
-  the engine's nested walk, through a ReferenceStage1. Their only input from outside the models
+  the engine's nested walk, through a ReferenceRegime or a lone ReferenceStage1 (its half of a
+  regime; the other half has no tables): VA[55] picks the half, a VA whose bits [63:va_bits]
+  are not all VA[55] (no TBI), or one in a half without tables, is a stage-1 level-0
+  translation fault without a read. Their only input from outside the models
   is where each table page is (``s1_tables(va)`` / ``s2_tables(ipa)``: level -> table address,
   an allocation choice); every read in hardware order, which stage faults (S1PTW, which needs
   stage-2 read permission and AF), the FSC, PA / IPA, the combined permissions and the combined
@@ -86,7 +94,7 @@ from .errors import (
     Stage2Fault,
 )
 
-__all__ = ["ReferenceStage2", "ReferenceStage1", "ReferencePool"]
+__all__ = ["ReferenceStage2", "ReferenceStage1", "ReferenceRegime", "ReferencePool"]
 
 _U64_LIMIT = 1 << 64
 _U32_LIMIT = 1 << 32
@@ -1193,8 +1201,11 @@ class ReferenceStage2:
             steps.append([stage, level, addr, desc_pa, desc])
         return steps
 
-    def _nested(self, va: int, s1: "ReferenceStage1", access: int, s1_tables, s2_tables):
-        """(Translation2 or the fault it raises, the reads made) of the nested walk."""
+    def _nested(self, va: int, regime: "ReferenceRegime", access: int, s1_tables, s2_tables):
+        """(Translation2 or the fault it raises, the reads made) of the nested walk. VA[55]
+        picks the half; a half without tables, or a VA whose bits [63:va_bits] are not all
+        VA[55] (no TBI), faults at level 0 without a read. ``s1_tables`` takes the whole VA;
+        the walk of a TTBR1 table indexes the VA's low va_bits bits."""
         steps: list = []
 
         def s2_walk(ipa: int, s2_access: int, s1ptw: bool):
@@ -1210,15 +1221,17 @@ class ReferenceStage2:
             return Stage1Fault(kind, level, _FSC_BASE[kind] | level, va)
 
         try:
-            if va >> s1.va_bits:
+            s1 = regime._half(va)
+            if s1 is None or not s1.va_start <= va < s1.va_start + s1._top:
                 raise s1_fault(FaultKind.TRANSLATION, 0)
             tables = s1_tables(va)
+            off = va - s1.va_start  # what the walk indexes
             found = None
             for level in s1._levels:
-                desc_ipa = tables[level] + 8 * s1._index(level, va)
+                desc_ipa = tables[level] + 8 * s1._index(level, off)
                 # The descriptor's IPA through stage 2: a read, needing R and the AF.
                 t = s2_walk(desc_ipa, _READ, True)
-                base = va & ~(s1._spans[level] - 1)
+                base = off & ~(s1._spans[level] - 1)
                 leaf = s1._leaves.get((level, base))
                 is_table = leaf is None and level < 3 and (level + 1, base) in s1._tables
                 if leaf is not None:
@@ -1239,7 +1252,7 @@ class ReferenceStage2:
                 raise s1_fault(FaultKind.ACCESS_FLAG, level)
             if not _s1_allows(leaf.prot, access):
                 raise s1_fault(FaultKind.PERMISSION, level)
-            st1 = s1._translation(va, level, base, leaf)
+            st1 = s1._translation(off, level, base, leaf)
             st2 = s2_walk(st1.pa, _S2_ACCESS[access], False)
         except (Stage1Fault, Stage2Fault) as fault:
             return fault, steps
@@ -1249,23 +1262,27 @@ class ReferenceStage2:
             prot |= _PX
         if p1 & p2 & _UX:
             prot |= _UX
-        memattr = _combine_memattr(_mair_memattr(s1.mair >> 8 * leaf.memattr & 0xFF),
+        memattr = _combine_memattr(_mair_memattr(regime.mair >> 8 * leaf.memattr & 0xFF),
                                    int(st2.memattr), self._fwb)
         return Translation2(st2.pa, st1.pa, st1, st2, Prot(prot), _memattr_obj(memattr),
                             tuple(NestedStep(*step) for step in steps)), steps
 
     def _nested_args(self, s1, access):
+        """(access, the regime): ``s1`` a ReferenceRegime, or a lone ReferenceStage1 (the
+        regime of its half alone)."""
         access = _u32(access, "access")
-        if not isinstance(s1, ReferenceStage1):
-            raise TypeError(f"s1 must be a ReferenceStage1, not {type(s1).__name__}")
+        regime = _regime(s1)
+        for t in (regime.ttbr0, regime.ttbr1):
+            if t is not None:
+                t._live()
         self._live()
-        s1._live()
         if access > _WRITE_EL0:
             raise InvalidArgumentError(f"access={access!r} must be a GuestAccess")
-        return access
+        return access, regime
 
     def translate2(self, va, s1, access=0, *, s1_tables, s2_tables=None):
-        """As :meth:`s2pt.Stage2.translate2`, through the stage-1 model ``s1``.
+        """As :meth:`s2pt.Stage2.translate2`, through the stage-1 model ``s1`` (a
+        :class:`ReferenceStage1`: its half of a regime alone; or a :class:`ReferenceRegime`).
 
         Where the tables are is the one thing the model does not decide:
         ``s1_tables(va)`` gives {level: IPA of the stage-1 table the walk of ``va`` reads at
@@ -1276,8 +1293,8 @@ class ReferenceStage2:
         two models. Without ``s2_tables`` the stage-2 steps' ``desc_pa`` and ``desc`` are
         None (the stage-1 steps' still come from the model's stage 2)."""
         va = _u64(va, "va")
-        access = self._nested_args(s1, access)
-        result, _ = self._nested(va, s1, access, s1_tables, s2_tables)
+        access, regime = self._nested_args(s1, access)
+        result, _ = self._nested(va, regime, access, s1_tables, s2_tables)
         if isinstance(result, Exception):
             raise result
         return result
@@ -1286,14 +1303,14 @@ class ReferenceStage2:
         """As :meth:`s2pt.Stage2.translate2_many`: ``(pa, fsc, stage, reads)`` arrays (and
         ``ipa`` filled in when given), from :meth:`translate2`'s model."""
         values = _ipa_list(vas)
-        access = self._nested_args(s1, access)
+        access, regime = self._nested_args(s1, access)
         n = len(values)
         pa = np.zeros(n, dtype=np.uint64)
         fsc = np.full(n, FSC_NONE, dtype=np.uint8)
         stage = np.zeros(n, dtype=np.uint8)
         reads = np.zeros(n, dtype=np.uint8)
         for i, va in enumerate(values):
-            result, steps = self._nested(va, s1, access, s1_tables, s2_tables)
+            result, steps = self._nested(va, regime, access, s1_tables, s2_tables)
             reads[i] = len(steps)
             if isinstance(result, Stage2Fault):
                 fsc[i] = result.fsc | (FSC_S1PTW if result.s1ptw else 0)
@@ -1347,6 +1364,7 @@ class ReferenceStage2:
 _USER = int(Prot.USER)
 _S1_PROT_BITS = _R | _W | _X | _USER
 _READ_EL0, _WRITE_EL0 = 4, 5
+_TCR_EPD0, _TCR_EPD1 = 1 << 7, 1 << 23  # TCR_EL1: no TTBR0 / TTBR1 walks
 # Stage-1 leaf descriptor fields (Arm ARM D8, VMSAv8-64 stage 1, EL1&0).
 _S1_ATTRINDX_SHIFT = 2
 _S1_AP_EL0 = 1 << 6  # AP[1]: EL0 access
@@ -1465,11 +1483,14 @@ class ReferenceStage1(ReferenceStage2):
     Blocks from level 1 with 4K (level 0 with LPA2) and from level 2 with 16K and 64K (level 1
     with LPA2 at 16K, or a 52-bit IPS at 64K). ``pool`` / ``pool_pages`` account for the table
     pages as in :class:`ReferenceStage2`; ``root_ipa`` (optional) is where the root page is, for
-    ``ttbr``; the model never needs to know where any table is."""
+    ``ttbr``; the model never needs to know where any table is. ``ttbr=1``: TTBR1 tables
+    (the high VAs; see the module docstring)."""
 
     def __init__(self, va_bits=48, granule=4096, ips_bits=48, asid=0, pool_pages=None, *,
                  pool: Optional[ReferencePool] = None, lpa2=False, mair=0x00_44_04_FF,
-                 root_ipa=None):
+                 root_ipa=None, ttbr=0):
+        if type(ttbr) is not int or ttbr not in (0, 1):
+            raise InvalidArgumentError(f"ttbr={ttbr!r} must be 0 (TTBR0_EL1) or 1 (TTBR1_EL1)")
         va_bits, granule = _u32(va_bits, "va_bits"), _u32(granule, "granule")
         ips_bits, asid = _u32(ips_bits, "ips_bits"), _u32(asid, "asid")
         self.mair = _u64(mair, "mair")
@@ -1494,6 +1515,8 @@ class ReferenceStage1(ReferenceStage2):
                                       root_entries, lpa2)
         self.asid = asid
         self.root_ipa = root_ipa
+        self._ttbr1 = ttbr
+        self._va_start = _U64_LIMIT - (1 << va_bits) if ttbr else 0
         self._kvm = False
         self._slots = {}
         self._counts = [0] * len(FaultOutcome)
@@ -1536,11 +1559,21 @@ class ReferenceStage1(ReferenceStage2):
     # -- geometry ----------------------------------------------------------------------------
     @property
     def ttbr_index(self) -> int:
-        return 0  # TTBR0_EL1: the low VAs
+        return self._ttbr1  # 0: TTBR0_EL1, the low VAs; 1: TTBR1_EL1, the high VAs
 
     @property
     def va_start(self) -> int:
-        return 0
+        """The lowest VA translated: 0, or 2**64 - 2**va_bits for TTBR1 tables."""
+        return self._va_start
+
+    def _in(self, va) -> int:
+        """The offset the inherited logic works on: the VA itself for TTBR0 tables, its low
+        va_bits bits for TTBR1 tables (a VA below the TTBR1 range is a RangeError)."""
+        va = _u64(va, "va")
+        if va < self._va_start:
+            raise RangeError(f"va={va:#x} is below the TTBR1 range, which starts at "
+                             f"{self._va_start:#x}")
+        return va - self._va_start
 
     @property
     def va_bits(self) -> int:
@@ -1570,6 +1603,24 @@ class ReferenceStage1(ReferenceStage2):
     def ttbr(self) -> Optional[int]:
         return None if self.root_ipa is None else self.root_ipa | self.asid << 48
 
+    @property
+    def tcr(self) -> int:
+        """TCR_EL1 for these tables alone, from the Arm ARM's field layout: TTBR0 tables
+        T0SZ 5:0, IRGN0 9:8 and ORGN0 11:10 write-back (0b01), SH0 13:12 inner shareable,
+        TG0 15:14 (0b00 4K, 0b10 16K, 0b01 64K), EPD1 bit 23 (no TTBR1 walks); TTBR1 tables
+        T1SZ 21:16, IRGN1 25:24, ORGN1 27:26, SH1 29:28, TG1 31:30 (0b10 4K, 0b01 16K,
+        0b11 64K), EPD0 bit 7. Both: IPS 34:32, AS bit 36 (16-bit ASIDs), DS bit 59 (LPA2)."""
+        tsz = 64 - self.va_bits
+        if self._ttbr1:
+            tg = {1 << 12: 0b10, 1 << 14: 0b01, 1 << 16: 0b11}[self._granule]
+            half = tsz << 16 | 0b01 << 24 | 0b01 << 26 | 0b11 << 28 | tg << 30 | _TCR_EPD0
+        else:
+            tg = {1 << 12: 0b00, 1 << 14: 0b10, 1 << 16: 0b01}[self._granule]
+            half = tsz | 0b01 << 8 | 0b01 << 10 | 0b11 << 12 | tg << 14 | _TCR_EPD1
+        ips = {32: 0, 36: 1, 40: 2, 42: 3, 44: 4, 48: 5, 52: 6}[self.ips_bits]
+        return half | ips << 32 | (1 << 36 if self.asid > 255 else 0) | \
+            (1 << 59 if self._lpa2 else 0)
+
     # -- the stage-1 format ----------------------------------------------------------------------
     def _prot_ok(self, prot: int) -> bool:
         return bool(prot & _R) and not prot & ~_S1_PROT_BITS
@@ -1581,7 +1632,8 @@ class ReferenceStage1(ReferenceStage2):
         return False  # AttrIndx only names a MAIR entry: no Device check at map time
 
     def _mapping(self, base: int, level: int, leaf: _Leaf) -> Mapping:
-        return Mapping(base, leaf.pa, self._spans[level], level, Prot(leaf.prot), leaf.memattr,
+        return Mapping(base + self._va_start, leaf.pa, self._spans[level], level,
+                       Prot(leaf.prot), leaf.memattr,
                        leaf.af, 0)
 
     def _pte(self, level: int, leaf: _Leaf) -> int:
@@ -1624,7 +1676,7 @@ class ReferenceStage1(ReferenceStage2):
     # -- the engine's Stage1 API ----------------------------------------------------------------
     def map(self, va, ipa, size, prot=Prot.RW, attr=0, *, blocks=True, user=False,
             global_=True, af=True):
-        va = _u64(va, "va")
+        va = self._in(va)
         ipa = _u64(ipa, "ipa")
         size = _u64(size, "size")
         prot = _u32(prot, "prot")
@@ -1642,8 +1694,11 @@ class ReferenceStage1(ReferenceStage2):
         prot |= _USER if user else 0
         self._place(va, va + size, _Leaf(ipa, prot, attr, af, 0 if global_ else 1), blocks)
 
+    def unmap(self, va, size) -> int:
+        return super().unmap(self._in(va), size)
+
     def protect(self, va, size, prot, *, user=False):
-        va = _u64(va, "va")
+        va = self._in(va)
         size = _u64(size, "size")
         prot = _u32(prot, "prot")
         if not self._prot_ok(prot):
@@ -1652,7 +1707,7 @@ class ReferenceStage1(ReferenceStage2):
         return super().protect(va, size, prot | (_USER if user else 0))
 
     def translate(self, va, access=0) -> Translation:
-        va = _u64(va, "va")
+        va = self._in(va)
         access = _u32(access, "access")
         self._live()
         if access > _WRITE_EL0:
@@ -1661,13 +1716,85 @@ class ReferenceStage1(ReferenceStage2):
         if isinstance(result, Translation):
             return result
         kind, level = result
-        raise Stage1Fault(kind, level, _FSC_BASE[kind] | level, va)
+        raise Stage1Fault(kind, level, _FSC_BASE[kind] | level, va + self._va_start)
 
-    def mappings(self, va=0, size=None) -> List[Mapping]:
-        return list(super().mappings(va, size))
+    def lookup(self, va) -> Optional[Translation]:
+        return super().lookup(self._in(va))
+
+    def mappings(self, va=None, size=None) -> List[Mapping]:
+        """The leaves intersecting [va, va + size) (whole VAs; ``va=None``: va_start)."""
+        return list(super().mappings(self._in(self._va_start if va is None else va), size))
 
     def __repr__(self) -> str:
         state = "destroyed" if self._destroyed else f"{self.table_pages} table pages"
+        half = ", ttbr=1" if self._ttbr1 else ""
         return (f"ReferenceStage1(va_bits={self.va_bits}, granule={self.granule}, "
-                f"ips_bits={self.ips_bits}, asid={self.asid}, {state})")
+                f"ips_bits={self.ips_bits}, asid={self.asid}{half}, {state})")
+
+
+class ReferenceRegime:
+    """The twin of :class:`s2pt.Regime`: TTBR0 tables (VA[55] = 0) and TTBR1 tables
+    (VA[55] = 1), either None (EPDx = 1), one MAIR_EL1 (``mair=None``: the tables', which must
+    agree). Both tables must share the IPS, the LPA2 setting and the ASID (one TCR_EL1)."""
+
+    def __init__(self, ttbr0=None, ttbr1=None, *, mair=None):
+        for name, t, half in (("ttbr0", ttbr0, 0), ("ttbr1", ttbr1, 1)):
+            if t is None:
+                continue
+            if not isinstance(t, ReferenceStage1):
+                raise ArgumentTypeError(f"{name} must be a ReferenceStage1 or None, "
+                                        f"not {type(t).__name__}")
+            if t.ttbr_index != half:
+                raise InvalidArgumentError(f"{name} must be tables made with ttbr={half}")
+        if ttbr0 is None and ttbr1 is None:
+            raise InvalidArgumentError("a regime needs TTBR0 or TTBR1 tables")
+        if ttbr0 is not None and ttbr1 is not None:
+            mine = (ttbr0.ips_bits, ttbr0.lpa2, ttbr0.asid)
+            theirs = (ttbr1.ips_bits, ttbr1.lpa2, ttbr1.asid)
+            if mine != theirs:
+                raise InvalidArgumentError(f"ttbr0 and ttbr1 must share (ips_bits, lpa2, asid): "
+                                           f"{mine} != {theirs}")
+        if mair is None:
+            mairs = {t.mair for t in (ttbr0, ttbr1) if t is not None}
+            if len(mairs) != 1:
+                raise InvalidArgumentError("the tables' MAIR values differ: pass mair=")
+            mair = mairs.pop()
+        self.mair = _u64(mair, "mair")
+        self.ttbr0, self.ttbr1 = ttbr0, ttbr1
+
+    @property
+    def tcr(self) -> int:
+        """TCR_EL1 for both halves: each table's own fields, EPDx set for a missing half."""
+        if self.ttbr1 is None:
+            return self.ttbr0.tcr
+        if self.ttbr0 is None:
+            return self.ttbr1.tcr
+        return (self.ttbr0.tcr & ~_TCR_EPD1) | (self.ttbr1.tcr & ~_TCR_EPD0)
+
+    def registers(self) -> dict:
+        """TCR_EL1, TTBR0_EL1, TTBR1_EL1 (0 for a missing half) and MAIR_EL1."""
+        return {"TCR_EL1": self.tcr,
+                "TTBR0_EL1": 0 if self.ttbr0 is None else self.ttbr0.ttbr,
+                "TTBR1_EL1": 0 if self.ttbr1 is None else self.ttbr1.ttbr,
+                "MAIR_EL1": self.mair}
+
+    def _half(self, va: int) -> Optional[ReferenceStage1]:
+        """The tables VA[55] selects (None: EPDx, that half has no tables)."""
+        return self.ttbr1 if va >> 55 & 1 else self.ttbr0
+
+    def __repr__(self) -> str:
+        return f"ReferenceRegime(ttbr0={self.ttbr0!r}, ttbr1={self.ttbr1!r}, mair={self.mair:#x})"
+
+
+def _regime(s1) -> ReferenceRegime:
+    """A ReferenceRegime, or a lone ReferenceStage1 as the half of one (the other half None)."""
+    if isinstance(s1, ReferenceRegime):
+        return s1
+    if isinstance(s1, ReferenceStage1):
+        r = ReferenceRegime.__new__(ReferenceRegime)
+        r.ttbr0, r.ttbr1 = (None, s1) if s1.ttbr_index else (s1, None)
+        r.mair = s1.mair
+        return r
+    raise TypeError(f"s1 must be a ReferenceStage1 or a ReferenceRegime, "
+                    f"not {type(s1).__name__}")
 
