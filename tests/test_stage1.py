@@ -41,6 +41,7 @@ def nested(ipa_bits=48, va_bits=48, granule=4096, s2_granule=4096, fwb=False, pa
     (48, 4096, False), (39, 4096, False), (25, 4096, False), (42, 4096, False),
     (48, 16384, False), (47, 16384, False), (52, 16384, True), (36, 16384, False),
     (48, 65536, False), (42, 65536, False), (52, 65536, False), (25, 65536, False),
+    (52, 4096, True), (49, 4096, True),
 ])
 def test_geometry_from_the_level_formula(va_bits, granule, lpa2):
     s1 = s2pt.Stage1(va_bits=va_bits, granule=granule, ips_bits=52 if va_bits == 52 else 48,
@@ -71,7 +72,7 @@ def test_tcr_and_ttbr_fields():
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(va_bits=24), dict(va_bits=49), dict(va_bits=52, lpa2=True),
+    dict(va_bits=24), dict(va_bits=49), dict(va_bits=53, lpa2=True),
     dict(ips_bits=52), dict(ips_bits=46), dict(granule=8192), dict(asid=1 << 16),
     dict(granule=65536, lpa2=True),
 ])
@@ -583,3 +584,31 @@ def test_a_guest_travels_with_its_vm():
     state["version"] = s2pt._core.STATE_VERSION + 1
     with pytest.raises(s2pt.StateFormatError):
         s2pt._core._s1_from_state(lo.pool, state)
+
+
+def test_five_level_stage1_with_lpa2():
+    """4K with LPA2 and a 52-bit VA: five levels from level -1 (a 16-entry root, T0SZ 12),
+    level-0 blocks of 512 GiB, 5 * (4 + 1) + 4 = 29 reads over a four-level stage 2, and
+    FEAT_LPA2's level -1 translation fault, FSC 0b101011."""
+    vm = s2pt.Stage2(ipa_bits=48, pool=s2pt.PagePool(64, 4096, 1 << 33))
+    s1 = s2pt.Stage1(va_bits=52, ips_bits=52, lpa2=True, pool=s2pt.PagePool(16, 4096, S1_IPA))
+    assert (s1.levels, s1.start_level, s1.root_entries, s1.t0sz) == (5, -1, 16, 12)
+    assert (s1.tcr >> 59) & 1 == 1                                  # DS
+    vm.map(S1_IPA, S1_PA, 16 * 4096, blocks=False)
+    vm.map(DATA_IPA, DATA_PA, 4 * KiB)
+    va = 0x000F_1234_5678_9000                                      # root index 15
+    s1.map(va, DATA_IPA, 4 * KiB)
+    walk = s1.walk(va)
+    assert [s.level for s in walk] == [-1, 0, 1, 2, 3] and walk[0].index == 15
+    assert s1.table_pages == 5
+    t = vm.translate2(va + 0x10, s1)
+    assert (t.pa, len(t.steps)) == (DATA_PA + 0x10, 29) and t.steps[4].level == -1
+    s1.map(0x0003_0000_0000_0000, 1 << 39, 1 << 39)                 # a level-0 block
+    assert s1.lookup(0x0003_0000_0000_0000).level == 0
+    with pytest.raises(s2pt.Stage1Fault) as info:
+        s1.translate(0x0001_0000_0000_0000)
+    assert (info.value.level, info.value.fsc) == (-1, 0x2B)
+    assert s2pt.FaultKind.TRANSLATION.fsc(-1) == 0x2B and s2pt.FaultKind.ADDRESS_SIZE.fsc(-1) == 0x29
+    pa, fsc, stage, reads = vm.translate2_many([va, 0x0001_0000_0000_0000], s1)
+    assert fsc.tolist() == [s2pt.FSC_NONE, 0x2B] and reads.tolist() == [29, 5]
+    s1.check()

@@ -135,6 +135,10 @@ NESTS = [
     # tables (and more); FWB memory types.
     Nest("s1_4k_39__s2_64k_42_fwb", 4096, 39, 510 * GiB, 2, 5, 65536, 42, 1 * GiB, 4 * GiB,
          weight=0.25, fwb=True),
+    # 5 + 4 levels: 4K with LPA2 and a 52-bit VA starts at level -1 (a 16-entry root; 512 GiB
+    # blocks at level 0), the region across the 2**48 boundary of a level -1 entry; 29 reads.
+    Nest("s1_4k_52_lpa2__s2_4k_48", 4096, 52, (1 << 48) - 512 * GiB, 2, 12, 4096, 48,
+         1 * GiB, 2 * GiB, weight=0.3),
     # A regime: TTBR0 tables 4K / 39-bit (3 levels, 1 GiB blocks, the region across the first
     # 1 GiB entries) and TTBR1 tables 16K / 48-bit (4 levels: a 2-entry level-0 root, 32 MiB
     # blocks, the region across a 64 GiB level-1 entry below the top of the address space),
@@ -189,11 +193,14 @@ class Half:
 
     def __init__(self, ttbr, granule, va_bits, va_base, va_blocks, pages, pool_ipa, g2):
         self.ttbr, self.granule, self.va_bits, self.pages = ttbr, granule, va_bits, pages
+        lpa2 = va_bits > 48 and granule != 65536  # 4K: five levels from level -1
         self.s1 = s2pt.Stage1(va_bits=va_bits, granule=granule, ips_bits=48, asid=5,
-                              pool=s2pt.PagePool(pages, granule, pool_ipa), mair=MAIR, ttbr=ttbr)
+                              pool=s2pt.PagePool(pages, granule, pool_ipa), mair=MAIR, ttbr=ttbr,
+                              lpa2=lpa2)
         self.mpool = ReferencePool(pages)
         self.ms1 = ReferenceStage1(va_bits=va_bits, granule=granule, ips_bits=48, asid=5,
-                                   pool=self.mpool, mair=MAIR, root_ipa=pool_ipa, ttbr=ttbr)
+                                   pool=self.mpool, mair=MAIR, root_ipa=pool_ipa, ttbr=ttbr,
+                                   lpa2=lpa2)
         for attr in ("levels", "start_level", "root_entries", "min_block_level", "t0sz",
                      "ttbr", "table_pages", "tcr", "ttbr_index", "va_start", "mair"):
             assert getattr(self.s1, attr) == getattr(self.ms1, attr), attr

@@ -233,9 +233,9 @@ int s2pt_s1_config_init(struct s2pt_config *cfg, uint32_t va_bits, uint32_t gran
 	/* A 52-bit output needs a descriptor that holds it (64K FEAT_LPA, or LPA2). */
 	if (ips_bits == 52 && gshift != 16 && !lpa2)
 		return S2PT_ECONFIG;
-	/* T0SZ 16..39 (25..48-bit VAs); 52 bits with 64K (FEAT_LVA) or LPA2. 4K LPA2 with more
-	 * than 48 bits starts at level -1: not built. */
-	max_va = (gshift == 16 || (lpa2 && gshift == 14)) ? 52u : 48u;
+	/* T0SZ 16..39 (25..48-bit VAs); 52 bits with 64K (FEAT_LVA) or LPA2, where 4K with more
+	 * than 48 bits starts at level -1 (five levels). */
+	max_va = (gshift == 16 || lpa2) ? 52u : 48u;
 	if (va_bits < 25 || va_bits > max_va)
 		return S2PT_ECONFIG;
 	c.flags = flags | S2PT_CONFIG_STAGE1;

@@ -34,7 +34,9 @@ int s2pt_stats(const struct s2pt_pgtable *pt, struct s2pt_stats *out)
 	if (pt->destroyed)
 		return S2PT_EDESTROYED;
 	out->table_pages = pt->cfg.root_tables;
-	out->table_pages_by_level[pt->cfg.start_level] = pt->cfg.root_tables;
+	/* A five-level stage 1's level -1 root is counted with the level-0 tables. */
+	out->table_pages_by_level[pt->cfg.start_level < 0 ? 0 : pt->cfg.start_level] =
+		pt->cfg.root_tables;
 	/* The walker takes a mutable table; these visits only read. */
 	return s2pt_walk((struct s2pt_pgtable *)pt, 0, 1ull << pt->cfg.ipa_bits, &w);
 }

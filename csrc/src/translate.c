@@ -459,7 +459,7 @@ int s2pt_walk_path(const struct s2pt_pgtable *pt, uint64_t ipa, struct s2pt_walk
 
 int s2pt_owner(const struct s2pt_pgtable *pt, uint64_t ipa, uint32_t *owner)
 {
-	struct s2pt_walk_step steps[S2PT_MAX_LEVELS];
+	struct s2pt_walk_step steps[S2PT_MAX_WALK_STEPS];
 	uint32_t n = 0;
 	int ret = s2pt_walk_path(pt, ipa, steps, &n);
 	uint64_t last = n ? steps[n - 1].desc : 0;
@@ -531,7 +531,7 @@ int s2pt_translate_image(const void *image, uint64_t image_pa, uint64_t image_by
  */
 static int nest_read(struct nest *n, uint64_t desc_ipa)
 {
-	struct s2pt_walk_step s2steps[S2PT_MAX_LEVELS];
+	struct s2pt_walk_step s2steps[S2PT_MAX_WALK_STEPS];
 	uint32_t ns = 0;
 	uint64_t pte;
 	int level, kind;
@@ -731,7 +731,7 @@ int s2pt_translate2(const struct s2pt_pgtable *s2, const struct s2pt_regime *r, 
 	/* The output IPA: a stage-2 walk of its own, checked for the access itself. */
 	n.desc_pa = 0;
 	{
-		struct s2pt_walk_step s2steps[S2PT_MAX_LEVELS];
+		struct s2pt_walk_step s2steps[S2PT_MAX_WALK_STEPS];
 		uint32_t ns = 0;
 		struct s2pt_fault f2;
 		uint64_t pte2;
@@ -867,8 +867,9 @@ static inline int descend(const struct s2pt_pgtable *pt, const struct s2pt_pgtab
 		case STEP_TABLE:
 			table = s2pt__table_ptr(pt->pool, addr);
 			table_pa = addr;
-			prefix[level] = (struct walk_prefix){in >> s2pt_level_shift(cfg, level), table,
-							 addr, l->reads - base};
+			/* Indexed from level -1 (a five-level stage 1). */
+			prefix[level + 1] = (struct walk_prefix){in >> s2pt_level_shift(cfg, level),
+								 table, addr, l->reads - base};
 			level++;
 			continue;
 		case STEP_LEAF:
@@ -893,7 +894,7 @@ static inline int walk_from(const struct s2pt_pgtable *pt, const struct s2pt_pgt
 	uint32_t base = l->reads;
 
 	for (int lv = 2; lv >= cfg->start_level; lv--) {
-		const struct walk_prefix *p = &prefix[lv];
+		const struct walk_prefix *p = &prefix[lv + 1];
 
 		if (p->key == in >> s2pt_level_shift(cfg, lv)) {
 			l->reads = base + p->reads;
@@ -907,7 +908,7 @@ static inline int walk_from(const struct s2pt_pgtable *pt, const struct s2pt_pgt
 
 /* Stage 1 down to the leaf descriptor of @va. */
 static inline void s1_descend(const struct s2pt_pgtable *s2, const struct s2pt_regime *r,
-			      struct s2memo *memo, struct walk_prefix (*prefix)[S2PT_MAX_LEVELS],
+			      struct s2memo *memo, struct walk_prefix (*prefix)[S2PT_MAX_WALK_STEPS],
 			      uint64_t va, struct lane2 *l)
 {
 	l->slow = 1;
@@ -958,7 +959,7 @@ int64_t s2pt_translate2_many(const struct s2pt_pgtable *s2, const struct s2pt_re
 			     uint8_t *reads_out)
 {
 	struct s2memo memo[S2PT_MEMO_WAYS];
-	struct walk_prefix prefix[2][S2PT_MAX_LEVELS], prefix2[S2PT_MAX_LEVELS];
+	struct walk_prefix prefix[2][S2PT_MAX_WALK_STEPS], prefix2[S2PT_MAX_WALK_STEPS];
 	int64_t faults = 0;
 
 	if (!regime_ok(r) || s2pt_is_stage1(&s2->cfg) || access > S2PT_ACCESS_WRITE_EL0 ||
@@ -968,7 +969,7 @@ int64_t s2pt_translate2_many(const struct s2pt_pgtable *s2, const struct s2pt_re
 		return S2PT_EDESTROYED;
 	for (uint32_t i = 0; i < S2PT_MEMO_WAYS; i++)
 		memo[i].page = ~0ull;
-	for (uint32_t i = 0; i < S2PT_MAX_LEVELS; i++)
+	for (uint32_t i = 0; i < S2PT_MAX_WALK_STEPS; i++)
 		prefix[0][i].key = prefix[1][i].key = prefix2[i].key = ~0ull;
 	for (size_t base = 0; base < n; base += S2PT_BATCH_LANES) {
 		struct lane2 lane[S2PT_BATCH_LANES];

@@ -687,3 +687,80 @@ TEST(nested_walk_through_ttbr1)
 	fx_fini(&hi);
 	two_fini(&t);
 }
+
+/* 4K with LPA2 and a 52-bit VA: five stage-1 levels from level -1 (a 16-entry root), and a
+ * nested walk over a four-level stage 2 of 5 * (4 + 1) + 4 = 29 reads. */
+TEST(nested_walk_of_a_five_level_stage1)
+{
+	struct fx s2, s1;
+	struct s2pt_regime rg;
+	struct s2pt_walk_step path[S2PT_MAX_WALK_STEPS];
+	struct s2pt_nested_step steps[S2PT_MAX_NESTED_STEPS];
+	struct s2pt_translation2 out;
+	struct s2pt_translation t;
+	struct s2pt_fault f1;
+	struct s2pt_fault2 f;
+	struct s2pt_stats st;
+	const uint64_t va = 0x000f123456789000ull; /* above 2^51: root index 15 */
+	uint64_t vas[2] = {va + 0x10, va - 0x1000}, pa[2];
+	uint8_t fsc[2], stage[2], reads[2];
+	uint32_t n;
+
+	REQUIRE_EQ(fx_init_flags(&s2, 48, 4096, 48, 64, 0x100000000ull, 0), 0);
+	REQUIRE_EQ(fx_init_s1(&s1, 52, 4096, 52, S1_POOL_PAGES, S1_POOL_IPA, 1, S2PT_CONFIG_LPA2),
+		   0);
+	CHECK_EQ(s1.pt.cfg.levels, 5u);
+	CHECK_EQ(s1.pt.cfg.start_level, -1);
+	CHECK_EQ(s1.pt.cfg.root_entries, 16u);
+	CHECK_EQ(s1.pt.cfg.t0sz, 12u);
+	CHECK_EQ(s1.pt.cfg.vtcr & S2PT_TCR_DS, S2PT_TCR_DS);
+	REQUIRE_EQ(s2pt_map(&s2.pt, S1_POOL_IPA, S1_POOL_PA, S1_POOL_PAGES * 4096ull, R, NORMAL,
+			    S2PT_MAP_NO_BLOCKS),
+		   0);
+	REQUIRE_EQ(s2pt_map(&s2.pt, DATA_IPA, DATA_PA, 0x1000, R | W, NORMAL, 0), 0);
+	REQUIRE_EQ(s2pt_map(&s1.pt, va, DATA_IPA, 0x1000, R | W, 0, 0), 0);
+	CHECK_EQ(s1.pt.table_pages, 5u);
+	REQUIRE_EQ(s2pt_walk_path(&s1.pt, va, path, &n), 0);
+	CHECK_EQ(n, 5u);
+	CHECK_EQ(path[0].level, -1);
+	CHECK_EQ(path[0].index, 15u);
+	CHECK_EQ(path[4].level, 3);
+	REQUIRE_EQ(s2pt_translate(&s1.pt, va + 8, S2PT_ACCESS_READ, &t, &f1), 0);
+	CHECK_EQ(t.pa, DATA_IPA + 8);
+	REQUIRE_EQ(s2pt_stats(&s1.pt, &st), 0);
+	CHECK_EQ(st.table_pages, 5u);
+	CHECK_EQ(st.table_pages_by_level[0], 2u); /* the level -1 root and the level-0 table */
+	CHECK_EQ(st.leaves_by_level[3], 1u);
+	CHECK_EQ(s2pt_check(&s1.pt, NULL, 0), 0);
+
+	rg = (struct s2pt_regime){.ttbr0 = &s1.pt, .mair = MAIR_VALUE};
+	REQUIRE_EQ(s2pt_translate2(&s2.pt, &rg, va + 0x10, S2PT_ACCESS_WRITE, &out, &f, steps, &n),
+		   0);
+	CHECK_EQ(n, 29u);
+	CHECK_EQ(out.pa, DATA_PA + 0x10);
+	CHECK_EQ(steps[4].stage, 1u);
+	CHECK_EQ(steps[4].level, -1);
+	CHECK_EQ(steps[4].ipa, s1.pt.root_pa + 15 * 8);
+	REQUIRE_EQ(s2pt_translate2_many(&s2.pt, &rg, vas, 2, S2PT_ACCESS_READ, pa, NULL, fsc, stage,
+					reads),
+		   1);
+	CHECK_EQ(pa[0], DATA_PA + 0x10);
+	CHECK_EQ(reads[0], 29);
+	CHECK_EQ(stage[1], 1);
+	CHECK_EQ(fsc[1], 0x07); /* the level-3 entry below va is empty */
+	/* An empty root entry: FEAT_LPA2's translation fault at level -1, FSC 0b101011. */
+	CHECK_EQ(s2pt_translate(&s1.pt, 0x0001000000000000ull, S2PT_ACCESS_READ, &t, &f1),
+		 S2PT_EFAULT);
+	CHECK_EQ(f1.level, -1);
+	CHECK_EQ(f1.fsc, 0x2bu);
+	vas[1] = 0x0001000000000000ull;
+	REQUIRE_EQ(s2pt_translate2_many(&s2.pt, &rg, vas, 2, S2PT_ACCESS_READ, pa, NULL, fsc, stage,
+					reads),
+		   1);
+	CHECK_EQ(fsc[1], 0x2b);
+	CHECK_EQ(reads[1], 4 + 1); /* the root entry's stage-2 walk, then the entry */
+	REQUIRE_EQ(s2pt_unmap(&s1.pt, va, 0x1000, NULL), 0);
+	CHECK_EQ(s1.pt.table_pages, 1u);
+	fx_fini(&s1);
+	fx_fini(&s2);
+}

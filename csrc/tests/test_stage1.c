@@ -91,7 +91,7 @@ TEST(stage1_config_refuses_what_it_cannot_build)
 	memset(&c, 0xa5, sizeof(c));
 	CHECK_EQ(s2pt_s1_config_init(&c, 24, 4096, 48, 1, 0), S2PT_ECONFIG);  /* T0SZ 40 */
 	CHECK_EQ(s2pt_s1_config_init(&c, 49, 4096, 48, 1, 0), S2PT_ECONFIG);  /* no LVA */
-	CHECK_EQ(s2pt_s1_config_init(&c, 52, 4096, 52, 1, S2PT_CONFIG_LPA2), S2PT_ECONFIG);
+	CHECK_EQ(s2pt_s1_config_init(&c, 53, 4096, 52, 1, S2PT_CONFIG_LPA2), S2PT_ECONFIG);
 	CHECK_EQ(s2pt_s1_config_init(&c, 48, 4096, 52, 1, 0), S2PT_ECONFIG);  /* 52 needs DS */
 	CHECK_EQ(s2pt_s1_config_init(&c, 48, 65536, 48, 1, S2PT_CONFIG_LPA2), S2PT_ECONFIG);
 	CHECK_EQ(s2pt_s1_config_init(&c, 48, 8192, 48, 1, 0), S2PT_ECONFIG);

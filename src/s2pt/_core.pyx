@@ -957,7 +957,7 @@ cdef class PagePool:
 # What a Stage2 and a Stage1 do alike with their tables (one C core, one marshalling).
 
 cdef list _walk_list(const s2pt_pgtable *pt, uint64_t address):
-    cdef s2pt_walk_step steps[4]
+    cdef s2pt_walk_step steps[S2PT_MAX_WALK_STEPS]
     cdef uint32_t n = 0, k
     cdef int rc = s2pt_walk_path(pt, address, steps, &n)
     if rc:
@@ -2103,7 +2103,7 @@ cdef class Stage1:
         if rc:
             raise ConfigError(
                 f"va_bits={va_bits}, granule={granule}, ips_bits={ips_bits}, asid={asid}, "
-                f"lpa2={lpa2}: stage 1 takes 25..48-bit VAs (52 with 64K, or 16K with lpa2), "
+                f"lpa2={lpa2}: stage 1 takes 25..48-bit VAs (52 with 64K or lpa2), "
                 f"an IPS of 32/36/40/42/44/48 bits (52 with 64K or lpa2) and a 16-bit ASID")
         if pool is None:
             p = PagePool(DEFAULT_S1_POOL_BYTES // granule, granule, DEFAULT_S1_POOL_IPA)

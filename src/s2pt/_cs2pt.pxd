@@ -44,6 +44,7 @@ cdef extern from "s2pt/s2pt.h" nogil:
         S2PT_FSC_NONE
         S2PT_FSC_S1PTW
         S2PT_MAX_LEVELS
+        S2PT_MAX_WALK_STEPS
         S2PT_CONFIG_LPA2
         S2PT_CONFIG_FWB
         S2PT_CONFIG_XNX

@@ -116,7 +116,10 @@ class FaultKind(enum.IntEnum):
     ADDRESS_SIZE = 4
 
     def fsc(self, level: int) -> int:
-        """The ESR_ELx DFSC/IFSC for this kind at ``level`` (0..3)."""
+        """The ESR_ELx DFSC/IFSC for this kind at ``level`` (-1..3; level -1, FEAT_LPA2's,
+        has translation 0b101011 and address size 0b101001)."""
+        if level < 0:
+            return 0b101011 if self is FaultKind.TRANSLATION else 0b101001
         base = {1: 0b000100, 2: 0b001000, 3: 0b001100, 4: 0b000000}[self.value]
         return base | (level & 3)
 

@@ -120,6 +120,14 @@ _FSC_BASE = {
     FaultKind.PERMISSION: 0b001100,
 }
 
+
+def _fsc(kind: int, level: int) -> int:
+    """The fault status code of ``kind`` at ``level``: base | level, and at FEAT_LPA2's level
+    -1 translation 0b101011, address size 0b101001."""
+    if level < 0:
+        return 0b101011 if kind == FaultKind.TRANSLATION else 0b101001
+    return _FSC_BASE[kind] | level
+
 _READ, _WRITE, _EXEC, _EXEC_EL0 = 0, 1, 2, 3
 # Prot bits as plain ints (enum arithmetic is slow and the model does a lot of it).
 _R, _W, _PX, _UX = int(Prot.R), int(Prot.W), int(Prot.PX), int(Prot.UX)
@@ -258,6 +266,11 @@ class ReferencePool:
 # ---- the model --------------------------------------------------------------------------------
 
 
+def _level_spans(stride: int) -> Dict[int, int]:
+    """Bytes an entry maps, by level: -1 (a five-level stage 1, 4K with LPA2) to 3."""
+    return {level: 1 << (stride * (4 - level) + 3) for level in range(-1, 4)}
+
+
 class ReferenceStage2:
     """The semantics of :class:`s2pt.Stage2`, from a dict of leaves (slow, simple)."""
 
@@ -283,7 +296,7 @@ class ReferenceStage2:
         self._start = cfg.start_level
         self._min_block = cfg.min_block_level
         self._levels = range(cfg.start_level, 4)
-        self._spans = tuple(1 << (self._stride * (4 - level) + 3) for level in range(4))
+        self._spans = _level_spans(self._stride)
         self._top = 1 << cfg.ipa_bits
         self._pa_top = 1 << cfg.pa_bits
         self._leaves: Dict[Tuple[int, int], _Leaf] = {}
@@ -397,7 +410,7 @@ class ReferenceStage2:
     def _derive_tables(self, leaves) -> Set[Tuple[int, int]]:
         """Non-root table positions: every ancestor table of every leaf. The level-lv table
         on the path of an IPA is the one the level lv-1 entry covering it points to."""
-        masks = [~(span - 1) for span in self._spans]
+        masks = {level: ~(span - 1) for level, span in self._spans.items()}
         return {(lv, ipa & masks[lv - 1])
                 for level, ipa in leaves for lv in range(self._start + 1, level + 1)}
 
@@ -668,7 +681,7 @@ class ReferenceStage2:
         if isinstance(result, Translation):
             return result
         kind, level = result
-        raise Stage2Fault(kind, level, _FSC_BASE[kind] | level, ipa)
+        raise Stage2Fault(kind, level, _fsc(kind, level), ipa)
 
     def lookup(self, ipa) -> Optional[Translation]:
         ipa = _u64(ipa, "ipa")
@@ -699,7 +712,7 @@ class ReferenceStage2:
                 pa[i] = result.pa
             else:
                 kind, level = result
-                fsc[i] = _FSC_BASE[kind] | level
+                fsc[i] = _fsc(kind, level)
         return pa, fsc
 
     def diff(self, other) -> list:
@@ -1215,10 +1228,10 @@ class ReferenceStage2:
             if isinstance(result, Translation):
                 return result
             kind, level = result
-            raise Stage2Fault(kind, level, _FSC_BASE[kind] | level, ipa, va=va, s1ptw=s1ptw)
+            raise Stage2Fault(kind, level, _fsc(kind, level), ipa, va=va, s1ptw=s1ptw)
 
         def s1_fault(kind, level):
-            return Stage1Fault(kind, level, _FSC_BASE[kind] | level, va)
+            return Stage1Fault(kind, level, _fsc(kind, level), va)
 
         try:
             s1 = regime._half(va)
@@ -1499,7 +1512,7 @@ class ReferenceStage1(ReferenceStage2):
                 (lpa2 and granule == 1 << 16):
             raise ConfigError(f"granule={granule}, asid={asid}, lpa2={lpa2}")
         wide = lpa2 or granule == 1 << 16  # 52-bit VAs and IPS: FEAT_LPA2 or 64K (FEAT_LVA/LPA)
-        if not 25 <= va_bits <= (52 if wide and granule != 1 << 12 else 48) or \
+        if not 25 <= va_bits <= (52 if wide else 48) or \
                 ips_bits not in (32, 36, 40, 42, 44, 48) + ((52,) if wide else ()):
             raise ConfigError(f"va_bits={va_bits}, ips_bits={ips_bits}")
         g = granule.bit_length() - 1
@@ -1530,7 +1543,7 @@ class ReferenceStage1(ReferenceStage2):
         self._start = start
         self._min_block = min_block
         self._levels = range(start, 4)
-        self._spans = tuple(1 << (stride * (4 - level) + 3) for level in range(4))
+        self._spans = _level_spans(stride)
         self._top = 1 << va_bits
         self._pa_top = 1 << ips_bits
         self._leaves = {}
@@ -1716,7 +1729,7 @@ class ReferenceStage1(ReferenceStage2):
         if isinstance(result, Translation):
             return result
         kind, level = result
-        raise Stage1Fault(kind, level, _FSC_BASE[kind] | level, va + self._va_start)
+        raise Stage1Fault(kind, level, _fsc(kind, level), va + self._va_start)
 
     def lookup(self, va) -> Optional[Translation]:
         return super().lookup(self._in(va))

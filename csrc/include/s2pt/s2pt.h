@@ -233,6 +233,8 @@ struct s2pt_translation {
  * Geometry (per VM, computed at run time).
  */
 #define S2PT_MAX_LEVELS 4
+/* Descriptors one walk reads: a 4K stage 1 with LPA2 and a 49..52-bit VA starts at level -1. */
+#define S2PT_MAX_WALK_STEPS 5
 #define S2PT_MAX_ROOT_TABLES 16
 
 /**
@@ -391,8 +393,8 @@ int s2pt_config_from_vtcr(struct s2pt_config *cfg, uint64_t vtcr, uint32_t vmid,
  *            fields keep their stage-2 names: @ipa_bits is the VA size (64 - T0SZ), @pa_bits
  *            the output (IPA) size TCR_EL1.IPS gives, @vmid the ASID, @vtcr the TCR_EL1
  *            value, @sl0 0 (stage 1 has none), @root_tables 1 (no concatenation).
- * @va_bits:  25..48 (T0SZ 16..39); 52 with 64K (FEAT_LVA) or 16K with LPA2. 4K with LPA2
- *            and a 49..52-bit VA needs a level -1 lookup, which s2pt does not build yet.
+ * @va_bits:  25..48 (T0SZ 16..39); up to 52 with 64K (FEAT_LVA) or LPA2. 4K with LPA2 and
+ *            a 49..52-bit VA walks five levels from level -1 (a 2..16-entry root).
  * @granule:  4096, 16384 or 65536 (TG0).
  * @ips_bits: 32, 36, 40, 42, 44, 48, or 52 (64K, or 4K/16K with LPA2).
  * @asid:     0..65535 (> 255 sets TCR_EL1.AS).
@@ -1005,7 +1007,8 @@ struct s2pt_walk_step {
 
 /**
  * s2pt_walk_path() - record each descriptor the walk of @ipa reads, root first.
- * @steps: room for S2PT_MAX_LEVELS steps. @nsteps: how many were read (0 if @ipa is
+ * @steps: room for S2PT_MAX_WALK_STEPS steps (S2PT_MAX_LEVELS for stage-2 tables and
+ *         stage-1 tables of at most four levels). @nsteps: how many were read (0 if @ipa is
  *         outside the IPA space).
  * Return: 0, S2PT_EDESTROYED.
  */
@@ -1017,9 +1020,10 @@ int s2pt_walk_path(const struct s2pt_pgtable *pt, uint64_t ipa, struct s2pt_walk
  * RAM, every one of those reads itself an IPA translated by stage 2, then IPA -> PA.
  */
 
-/* Descriptor reads of one nested walk at most: (4 + 1) * 4 for four stage-1 levels (each
- * stage-1 read after the stage-2 walk of its IPA) plus the stage-2 walk of the output. */
-#define S2PT_MAX_NESTED_STEPS 24
+/* Descriptor reads of one nested walk at most: (4 + 1) * 5 for five stage-1 levels (each
+ * stage-1 read after the stage-2 walk of its IPA) plus the stage-2 walk of the output: 29
+ * (24 for the usual 4 + 4). */
+#define S2PT_MAX_NESTED_STEPS 29
 
 /**
  * struct s2pt_nested_step - one descriptor read, in the order hardware makes them.
@@ -1193,7 +1197,8 @@ int s2pt_leaves(const struct s2pt_pgtable *pt, uint64_t ipa, uint64_t size, stru
 /**
  * struct s2pt_stats - the shape of a page table.
  * @table_pages:          pages held, roots included.
- * @table_pages_by_level: pages per level, indexed by level (roots at the start level).
+ * @table_pages_by_level: pages per level, indexed by level (roots at the start level; a
+ *                        five-level stage 1's level -1 root counts at level 0).
  * @leaves_by_level:      valid leaves per level.
  * @mapped_bytes:         bytes mapped by valid leaves.
  * @annotated_bytes:      bytes covered by owner annotations (s2pt_set_owner()).
