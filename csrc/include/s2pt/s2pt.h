@@ -187,9 +187,10 @@ enum s2pt_fault_kind {
 /**
  * struct s2pt_fault - a stage-2 fault as hardware reports it.
  * @kind:  enum s2pt_fault_kind.
- * @level: lookup level the fault is reported at.
+ * @level: lookup level the fault is reported at (-1 only in a five-level stage 1).
  * @fsc:   ESR_ELx DFSC/IFSC: 0b0000LL address size, 0b0001LL translation,
- *         0b0010LL access flag, 0b0011LL permission (LL = level).
+ *         0b0010LL access flag, 0b0011LL permission (LL = level); at level -1 (FEAT_LPA2)
+ *         0b101001 address size, 0b101011 translation.
  * @ipa:   the faulting IPA.
  * @desc:  the descriptor the walk stopped at (0 for none: an IPA beyond the IPA size or a
  *         root address beyond the PA size); an invalid one may hold an owner annotation.
