@@ -68,6 +68,24 @@ access of both modes in the upper half: success, stage-1 level-0 and other trans
 faults, stage-2 faults and S1PTW faults, S1PTW on TTBR1 table pages, and the top page
 translated in both modes. The second summary line counts the upper-half (VA[55] = 1)
 comparisons per (TTBR0, TTBR1, stage-2) granule and outcome.
+
+Five-level stage 1 (``FIVE_VMS``, three more VMs in each pair with a 4K stage 1, from their own
+random stream): 4K LPA2 (TCR_EL1.DS = 1, IPS 52) with VA sizes above 48 bits, so the walk
+starts at level -1 (a root of 2..16 entries), over the pair's 52-bit stage 2 (``S2_52``): a
+52-bit TTBR0 VM and a Regime VM with a TTBR0 half of 49, 50 or 51 bits (by stage-2 granule)
+and a 52-bit TTBR1 half, both modes; and a 52-bit AT-only VM whose level -1 root page stage 2
+does not map. Their clusters reach every stage-1 block level, 512 GiB level-0 blocks included;
+most of their leaves and uniform VAs are above 2**48, and the root entries the clusters leave
+empty give stage-1 translation faults at level -1 (FSC 0b101011). Walks read up to
+5 x (stage-2 levels + 1) + stage-2 levels descriptors. Assertions per pair: success and
+level -1 translation faults for every access of both modes, translations through level-0
+blocks and of VAs beyond 48 bits in both halves, S1PTW faults on the level -1 root, and a walk
+of the full length. The third summary line counts their comparisons by outcome. An S1PTW fault
+on a level -1 descriptor read is judged as ``QEMU_S1PTW_LEVEL`` says (QEMU reports the
+stage-1 level -1: FSC 0b101011 for a stage-2 translation fault); only translation faults are
+made there (QEMU 7.2's FSC coding asserts the level is >= 0 for AF and permission faults, so
+an AF / permission S1PTW fault on a level -1 descriptor would abort it, not report; none of the
+punches reaches a root).
 Per pair with the default seed: 65,000-120,000 VAs, each with 4 ATs and (all but the
 AT-only VMs') 6 real accesses, 0.67-1.17 million comparisons (of them 30,000-47,000 in
 TTBR1's half); coverage assertions require
@@ -105,7 +123,7 @@ Every data VA's PA is in scratch RAM (zeros): fetches that translate take a UDF.
 
 QEMU vs Arm ARM
 ---------------
-Three departures, each judged as exactly that (QEMU must give its known answer, so a QEMU
+Four departures, each judged as exactly that (QEMU must give its known answer, so a QEMU
 that follows the Arm ARM fails with the explanation; s2pt follows the Arm ARM in all three):
 
 ``QEMU_S1PTW_LEVEL``: for a stage-2 fault on a stage-1 table read (S1PTW = 1), QEMU 7.2
@@ -118,7 +136,16 @@ stay mapped, faults at stage-2 level 3 (FSC 0b000111); QEMU says 0b000110. Every
 those faults agrees: kind, S = 1 / PTW = 1, ESR_EL2.S1PTW, EC, FAR_EL2 and HPFAR_EL2 (the
 descriptor's IPA). ``qemu_fsc`` gives QEMU's expected FSC (the kind from s2pt, the level of
 the ``Stage1.walk`` step that reads the descriptor at the faulting IPA); the tally counts the
-probes where the two levels differ, and the test asserts there are some.
+probes where the two levels differ, and the test asserts there are some. A five-level stage
+1's level -1 descriptor: QEMU codes the stage-1 level -1, FSC 0b101011 for a stage-2
+translation fault (0b101001 address size), e.g. PAR_EL1 0xb57 for the root's page unmapped
+(``test_nested_five_level_hand_built``; counted as "QEMU_S1PTW_LEVEL at L-1").
+
+``QEMU_S1PTW_L_1_ABORT``: a stage-2 access flag or permission fault on that level -1
+descriptor read has no level -1 FSC, and QEMU 7.2 aborts (``arm_fi_to_lfsc``: assertion
+``fi->level >= 0 && fi->level <= 3``) instead of reporting it; the hand-built test asserts
+that abort (the AT of a VA whose root page has a clear access flag), and the random VMs make
+only translation faults on level -1 root pages (the punches never reach a root).
 
 ``QEMU_DEVICE_COMBINE`` (PAR_EL1.ATTR, without FWB): when either stage is Device, QEMU 7.2
 picks the Device subtype from the low nibbles of both stages' attributes in MAIR form, also
@@ -254,6 +281,7 @@ class NestedVm:
     halves: list               # Half: TTBR0's and / or TTBR1's tables
     images: list               # (PA, bytes): the stage-1 pools' words in use (spacers included)
     punched: list = field(default_factory=list)   # (table page IPA, what) made to fault
+    five: bool = False         # a five-level stage 1 (4K LPA2, VA > 48 bits: FIVE_VMS)
 
     @property
     def pt(self):
@@ -673,6 +701,42 @@ TTBR1_VMS = [(39, 0, 0, 40, 40, ("unmapped", "access flag clear")),
 TTBR1_VA_BITS = [(47, 36, 42), (42, 40, 48), (36, 47, 39)]
 
 
+# Five-level stage 1 (4K LPA2, TCR_EL1.DS = 1, IPS 52, VA sizes 49..52: start level -1) over
+# the 52-bit stage 2 of the pair's stage-2 granule (``S2_52``), in the pairs with a 4K stage 1,
+# from their own random stream (the VMs above stay as they were): (TTBR0 va_bits, TTBR1
+# va_bits or None, punches or "root", both modes?). The Regime VM's TTBR0 size goes 49, 50, 51
+# with the stage-2 granule; the last VM (AT only) has its level -1 root page unmapped at
+# stage 2 (an S1PTW translation fault on the level -1 descriptor read).
+FIVE_VMS = [(52, None, ("unmapped", "no access"), True),
+            (None, 52, ("access flag clear", "unmapped", "no read (W only)"), True),
+            (52, None, "root", False)]
+FIVE_LO_BITS = {4096: 49, 16384: 50, 65536: 51}
+FSC_L_1_TRANSLATION, FSC_L_1_ADDRESS_SIZE = 0b101011, 0b101001
+
+
+def build_five(s2pool, g2: int, slot: int):
+    """The five-level VMs of a pair with a 4K stage 1 (``FIVE_VMS``): (VMs for both modes,
+    AT-only VMs, next free slot)."""
+    rng = np.random.default_rng([SEED, 4096, g2, 13])
+    ipa_bits, pa_bits, s2_lpa2 = S2_52[g2]
+    both, at_only = [], []
+    for k, (lo_bits, hi_bits, punch, modes) in enumerate(FIVE_VMS):
+        lo_bits = lo_bits or FIVE_LO_BITS[g2]
+        b = NestedBuilder(rng, s2pool, 4096, g2, lo_bits, ipa_bits, 52,
+                          vmid=200 + k, asid=int(rng.integers(0, 1 << 16)), s1_lpa2=True,
+                          pa_bits=pa_bits, s2_lpa2=s2_lpa2, xnx=k == 0, fwb=k == 1,
+                          hi=(hi_bits, 4096) if hi_bits else None)
+        if punch == "root":
+            b.build(s1_clusters=10, punch_root=True)
+        else:
+            b.build(s1_clusters=18, punch=punch)
+        nvm, slot = b.place(slot)
+        nvm.five = True
+        nvm.vm.ipas = b.probe_vas(300 if modes else 150, 1500 if modes else 300)
+        (both if modes else at_only).append(nvm)
+    return both, at_only, slot
+
+
 def build_pair(g1: int, g2: int):
     """The VMs of one granule pair; the last one (AT only) has its root table page unmapped at
     stage 2. Returns (stage-2 pool, VMs for both modes, the AT-only VM, TTBR1 VMs for both
@@ -710,11 +774,15 @@ def build_pair(g1: int, g2: int):
         nvm, slot = b.place(slot)
         nvm.vm.ipas = b.probe_vas(n_random, cap)
         vms.append(nvm)
+    five, five_at = [], []
+    if g1 == 4096:
+        five, five_at, slot = build_five(s2pool, g2, slot)
     assert slot <= S1_PA_END
     n = len(TTBR1_VMS)
     hi_vms = vms[-n:]
     return (s2pool, vms[:-n - 1], vms[-n - 1], [v for v in hi_vms if v.vm.s1regs[2]],
-            [v for v in hi_vms if not v.vm.s1regs[2]])
+            [v for v in hi_vms if not v.vm.s1regs[2]], five, five_at)
+
 
 
 def s1_image_loads(vms):
@@ -746,6 +814,47 @@ class NTally:
     upper: dict = field(default_factory=dict)
     hi_ptw: dict = field(default_factory=dict)      # mode -> S1PTW faults on TTBR1 table pages
     top_page: dict = field(default_factory=dict)    # (mode, outcome) of VA 2**64 - 4096
+    # five-level stage 1 (FIVE_VMS): (mode, access, outcome) -> count; (mode, what) -> count
+    # of: translations through 512 GiB level-0 blocks, translations of VAs beyond 48 bits
+    # (per half), S1PTW faults on a level -1 root's page; (mode, "reads") -> the most
+    # descriptor reads of a walk
+    five: dict = field(default_factory=dict)
+    five_x: dict = field(default_factory=dict)
+
+    def count_five(self, nvm, mode, access, vas, stage, fsc, ipa, reads):
+        if not nvm.five:
+            return
+        key = np.stack([stage.astype(np.uint16), fsc.astype(np.uint16)])
+        vals, cnt = np.unique(key, axis=1, return_counts=True)
+        for (st, f), c in zip(vals.T.tolist(), cnt.tolist()):
+            k = (mode, access, outcome_str(st, f))
+            self.five[k] = self.five.get(k, 0) + c
+        ok = stage == 0
+        x = self.five_x
+        for h in nvm.halves:
+            top = h.lo >= 1 << 63
+            for m in h.s1.mappings():
+                if m.level == 0:
+                    sel = ok & (vas >= np.uint64(m.ipa)) & (vas < np.uint64(m.ipa + m.size))
+                    x[mode, "L0 block"] = x.get((mode, "L0 block"), 0) + int(sel.sum())
+            if top:
+                wide = (vas >= np.uint64(h.lo)) & (vas < np.uint64(TOP - (1 << 48)))
+            else:
+                wide = (vas >= np.uint64(1 << 48)) & (vas < np.uint64(h.end))
+            k = (mode, "VA beyond 48 bits, TTBR" + "01"[top])
+            x[k] = x.get(k, 0) + int((ok & wide).sum())
+            ptw = (stage == 2) & ((fsc & s2pt.FSC_S1PTW) != 0)
+            root = ptw & ((ipa & ~np.uint64(0xFFF)) == np.uint64(h.s1.root_ipa))
+            x[mode, "S1PTW on the L-1 root"] = (x.get((mode, "S1PTW on the L-1 root"), 0)
+                                                + int(root.sum()))
+        x[mode, "reads"] = max(x.get((mode, "reads"), 0), int(reads.max(initial=0)))
+
+    def five_by_outcome(self, mode=None):
+        out = {}
+        for (m, a, o), c in self.five.items():
+            if mode is None or m == mode:
+                out[o] = out.get(o, 0) + c
+        return out
 
     def count_upper(self, nvm, mode, access, vas, stage, fsc, ipa):
         sel = ((vas >> np.uint64(55)) & np.uint64(1)) == 1
@@ -804,6 +913,9 @@ class NTally:
 def outcome_str(stage: int, fsc: int) -> str:
     if stage == 0:
         return "ok"
+    if fsc & 0x3F in (FSC_L_1_TRANSLATION, FSC_L_1_ADDRESS_SIZE):
+        kind = "translation" if fsc & 0x3F == FSC_L_1_TRANSLATION else "address size"
+        return f"stage {stage} {kind} L-1" + (" S1PTW" if fsc & s2pt.FSC_S1PTW else "")
     kind = J.KIND.get((fsc & 0x3F) >> 2, "?")
     return f"stage {stage} {kind} L{fsc & 3}" + (" S1PTW" if fsc & s2pt.FSC_S1PTW else "")
 
@@ -836,8 +948,8 @@ def explain(nvm: NestedVm, va: int, access) -> str:
 
 def s1ptw_levels(nvm: NestedVm, vas, fsc, ipa) -> np.ndarray:
     """For each S1PTW fault: the stage-1 level of the descriptor whose read faulted (its IPA
-    is ``ipa``), from ``Stage1.walk``; 0xFF elsewhere."""
-    out = np.full(vas.size, 0xFF, dtype=np.uint8)
+    is ``ipa``), from ``Stage1.walk`` (-1: a five-level stage 1's root); -2 elsewhere."""
+    out = np.full(vas.size, -2, dtype=np.int8)
     cache = {}
     for i in np.flatnonzero((fsc != s2pt.FSC_NONE) & ((fsc & s2pt.FSC_S1PTW) != 0)).tolist():
         d = int(ipa[i])
@@ -857,7 +969,18 @@ def qemu_fsc(nvm, vas, fsc, stage, ipa, tally: NTally, mode, access) -> np.ndarr
     ptw = (stage == 2) & ((fsc & s2pt.FSC_S1PTW) != 0)
     if ptw.any():
         lv = s1ptw_levels(nvm, vas, fsc, ipa)
-        q = (want & 0x3C) | (lv & 3)
+        q = ((want & 0x3C) | (lv.astype(np.uint8) & 3)).astype(np.uint8)
+        # a level -1 descriptor (five-level stage 1): QEMU 7.2 codes the stage-1 level -1
+        # as its level -1 FSCs (only translation and address size faults have them; an AF
+        # or permission fault there would trip an assertion in QEMU, so none is made)
+        kind = want >> 2
+        at_m1 = ptw & (lv == -1)
+        assert not (at_m1 & (kind > 1)).any(), "an S1PTW AF / permission fault at level -1"
+        q = np.where(at_m1, np.where(kind == 1, FSC_L_1_TRANSLATION, FSC_L_1_ADDRESS_SIZE),
+                     q).astype(np.uint8)
+        k1 = ("QEMU_S1PTW_LEVEL at L-1", mode)
+        if at_m1.any():
+            tally.departures[k1] = tally.departures.get(k1, 0) + int(np.count_nonzero(at_m1))
         differ = ptw & (q != want)
         key = (QEMU_S1PTW_LEVEL.split(":")[0], mode)
         tally.departures[key] = tally.departures.get(key, 0) + int(np.count_nonzero(differ))
@@ -934,8 +1057,9 @@ def compare_at_s1(nvm: NestedVm, recs: np.ndarray, tally: NTally):
     tally.vas += vas.size
     for col, access in enumerate(AT_ACCESSES):
         ipa = np.zeros(vas.size, dtype=np.uint64)
-        pa, fsc, stage, _ = nvm.pt.translate2_many(vas, nvm.rg, access, ipa=ipa)
+        pa, fsc, stage, reads = nvm.pt.translate2_many(vas, nvm.rg, access, ipa=ipa)
         tally.count("AT", access, stage, fsc)
+        tally.count_five(nvm, "AT", access, vas, stage, fsc, ipa, reads)
         tally.count_upper(nvm, "AT", access, vas, stage, fsc, ipa)
         qfsc = qemu_fsc(nvm, vas, fsc, stage, ipa, tally, "AT", access)
         tally.checks += vas.size
@@ -973,8 +1097,9 @@ def compare_nested(nvm: NestedVm, recs: np.ndarray, tally: NTally):
     tally.vas += vas.size
     for col, access in enumerate(NESTED_ACCESSES):
         ipa = np.zeros(vas.size, dtype=np.uint64)
-        pa, fsc, stage, _ = nvm.pt.translate2_many(vas, nvm.rg, access, ipa=ipa)
+        pa, fsc, stage, reads = nvm.pt.translate2_many(vas, nvm.rg, access, ipa=ipa)
         tally.count("EL", access, stage, fsc)
+        tally.count_five(nvm, "EL", access, vas, stage, fsc, ipa, reads)
         tally.count_upper(nvm, "EL", access, vas, stage, fsc, ipa)
         qfsc = qemu_fsc(nvm, vas, fsc, stage, ipa, tally, "EL", access)
         tally.checks += vas.size
@@ -1132,19 +1257,105 @@ def test_nested_probe_sees_a_hand_built_guest(probe_elf, tmp_path):
     assert rec[1, 4, 0] == J.EL1_EXC and esr >> 26 == J.EC_DABT_LOW and esr & 0x3F == 0b001110
 
 
+QEMU_S1PTW_L_1_ABORT = (
+    "QEMU_S1PTW_L_1_ABORT: a stage-2 access flag or permission fault on the read of a "
+    "five-level stage 1's level -1 descriptor (S1PTW) makes QEMU 7.2 abort (assertion "
+    "'fi->level >= 0 && fi->level <= 3' in arm_fi_to_lfsc: it codes the fault with the "
+    "stage-1 level -1, QEMU_S1PTW_LEVEL, and those kinds have no level -1 FSC) instead of "
+    "reporting it; the Arm ARM and s2pt report a stage-2 fault at the stage-2 level. The "
+    "judge makes only translation faults there. If QEMU now reports these faults, drop "
+    "QEMU_S1PTW_L_1_ABORT and judge them")
+
+
+def test_nested_five_level_hand_built(probe_elf, tmp_path):
+    """A 52-bit 4K LPA2 stage 1 (level -1 root) by hand-computed values: a page above 2**48,
+    a 512 GiB level-0 block, an empty root entry (translation fault at level -1, FSC
+    0b101011) and a VA beyond 52 bits; with the root's page unmapped at stage 2 QEMU 7.2
+    reports S1PTW FSC 0b101011 (QEMU_S1PTW_LEVEL: the stage-1 level -1) where s2pt and the Arm
+    ARM report the stage-2 level 3; with its access flag clear QEMU aborts
+    (QEMU_S1PTW_L_1_ABORT)."""
+    def guest(root_fault=None):
+        pool = J.pool_for(4096)
+        pt = s2pt.Stage2(ipa_bits=52, granule=4096, pool=pool, vmid=9, pa_bits=52, lpa2=True)
+        s1 = s2pt.Stage1(va_bits=52, granule=4096, ips_bits=52, asid=4, lpa2=True,
+                         pool=s2pt.PagePool(16, 4096, S1_IPA))
+        assert s1.start_level == -1
+        s1.map(J.EL1_PAGE, J.EL1_PAGE, 4096, Prot.RX, user=True)
+        s1.map(0x8_1000_0000_0000, 0x9000_0000, 0x1000, Prot.RW, user=True)   # root entry 8
+        s1.map(0xF_FF80_0000_0000, 0x8_0000_0000_0000, 1 << 39, Prot.RW)      # L0 block
+        pt.map(J.EL1_PAGE, J.EL1_PAGE, 4096, Prot.RX)
+        pt.map(0x9000_0000, 0xA000_0000, 0x1000, Prot.RW)
+        pt.map(0x8_0000_0012_3000, 0xB000_0000, 0x1000, Prot.RW)
+        extent = (int(np.flatnonzero(s1.pool.refcounts)[-1]) + 1) * 4096
+        pt.map(S1_IPA, S1_PA, extent, Prot.RW, blocks=False)
+        if root_fault == "unmapped":
+            pt.unmap(s1.root_ipa, 4096)
+        elif root_fault == "af":
+            pt.set_access_flag(s1.root_ipa, 4096, False)
+        vas = np.array([0x8_1000_0000_0010, 0xF_FF80_0012_3008, 0x4_0000_0000_0000,
+                        1 << 52], dtype=np.uint64)
+        vm = J.Vm(pt, vas, f"hand-built five-level {root_fault}",
+                  s1regs=(SCTLR_EL1_ON, s1.tcr, s1.ttbr, s1.mair))
+        loads = [("s1.bin", S1_PA, s1.pool.words[:extent // 8].tobytes())]
+        return pool, pt, s1, vm, loads
+
+    def fault(p, fst, s, ptw=0):
+        p = int(p)
+        return p & 1 and (p >> 1) & 0x3F == fst and (p >> 9) & 1 == s and (p >> 8) & 1 == ptw
+
+    pool, pt, s1, vm, loads = guest()
+    assert [st.level for st in s1.walk(0xF_FF80_0012_3008)] == [-1, 0]     # a level-0 block
+    (at,), _ = J.launch(probe_elf, tmp_path / "at", pool, [vm], J.MODE_AT_S1, images=loads,
+                        ram=RAM)
+    par = at[:, 0, :]
+    assert all(int(p) & 1 == 0 and int(p) & J.PAR_PA == 0xA000_0000 for p in par[0]), par[0]
+    assert int(par[1, 0]) & 1 == 0 and int(par[1, 0]) & J.PAR_PA == 0xB000_0000, par[1]
+    assert fault(par[1, 2], 0b001100, 0)                     # EL1-only block: L0 permission
+    assert all(fault(p, FSC_L_1_TRANSLATION, 0) for p in par[2]), par[2]    # empty root entry
+    with pytest.raises(s2pt.Stage1Fault) as e:
+        pt.translate2(0x4_0000_0000_0000, s1)
+    assert e.value.fsc == FSC_L_1_TRANSLATION
+    assert all(fault(p, 0b000100, 0) for p in par[3]), par[3]        # beyond 52 bits: L0
+    (el,), _ = J.launch(probe_elf, tmp_path / "el", pool, [vm], J.MODE_NESTED, images=loads,
+                        ram=RAM)
+    esr = int(el[2, 0, 1])                                            # EL1 load, level -1
+    assert el[2, 0, 0] == J.EL1_EXC and esr >> 26 == EC_DABT_CUR and esr & 0x3F == 0x2B, hex(esr)
+    assert el[0, 0, 0] == J.DONE and el[1, 1, 0] == J.DONE
+    # the root's page unmapped at stage 2: s2pt (Arm ARM) stage-2 level 3, QEMU the stage-1
+    # level -1 (QEMU_S1PTW_LEVEL)
+    pool, pt, s1, vm, loads = guest("unmapped")
+    with pytest.raises(s2pt.Stage2Fault) as e:
+        pt.translate2(0x8_1000_0000_0010, s1)
+    assert e.value.s1ptw and e.value.fsc == 0b000111 and e.value.ipa >> 12 == s1.root_ipa >> 12
+    (at,), _ = J.launch(probe_elf, tmp_path / "root", pool, [vm], J.MODE_AT_S1, images=loads,
+                        ram=RAM)
+    assert all(fault(p, FSC_L_1_TRANSLATION, 1, 1) for p in at[:3, 0, :].ravel()), (
+        QEMU_S1PTW_LEVEL)
+    # its access flag clear: QEMU 7.2 aborts (QEMU_S1PTW_L_1_ABORT)
+    pool, pt, s1, vm, loads = guest("af")
+    with pytest.raises(s2pt.Stage2Fault) as e:
+        pt.translate2(0x8_1000_0000_0010, s1)
+    assert e.value.s1ptw and e.value.fsc == 0b001011
+    with pytest.raises(AssertionError) as e:
+        J.launch(probe_elf, tmp_path / "af", pool, [vm], J.MODE_AT_S1, images=loads, ram=RAM)
+    assert "arm_fi_to_lfsc" in str(e.value) and "fi->level >= 0" in str(e.value), (
+        QEMU_S1PTW_L_1_ABORT + "\n" + str(e.value))
+
+
 @pytest.mark.parametrize("pair", PAIRS, ids=pair_id)
 def test_nested_walk_agrees(probe_elf, tmp_path, pair):
     """Modes 3 and 4 for one stage-1 x stage-2 granule pair (module docstring): 12 VMs of
     VA sizes 32..48 and IPA / IPS sizes 32..48, AT S12E1R/W + S12E0R/W and the six real
     accesses per VA against ``translate2_many``; plus one AT-only VM whose root table page
     stage 2 does not map; plus ``TTBR1_VMS``: two TTBR0 + TTBR1 ``Regime`` VMs (both modes)
-    and one TTBR1-only VM (AT only)."""
+    and one TTBR1-only VM (AT only); plus, with a 4K stage 1, ``FIVE_VMS`` (five-level stage
+    1: two VMs in both modes, one AT-only whose level -1 root page stage 2 does not map)."""
     g1, g2 = pair
     t0 = time.perf_counter()
-    s2pool, vms, root_vm, hi_vms, hi_only = build_pair(g1, g2)
+    s2pool, vms, root_vm, hi_vms, hi_only, five, five_at = build_pair(g1, g2)
     build_s = time.perf_counter() - t0
-    vms = vms + hi_vms                       # TTBR0 + TTBR1 (Regime): both modes
-    at_vms = vms + [root_vm] + hi_only       # TTBR1 only (EPD0 = 1): AT only
+    vms = vms + hi_vms + five                # TTBR0 + TTBR1 (Regime): both modes
+    at_vms = vms + [root_vm] + hi_only + five_at   # TTBR1 only (EPD0 = 1): AT only
     loads = s1_image_loads(at_vms)
     wd = tmp_path / "nested"
     at, at_s = J.launch(probe_elf, wd / "at", s2pool, [v.vm for v in at_vms], J.MODE_AT_S1,
@@ -1181,6 +1392,16 @@ def test_nested_walk_agrees(probe_elf, tmp_path, pair):
                + f"; S1PTW on TTBR1 table pages {tally.hi_ptw}; VA 0xffff_ffff_ffff_f000 "
                f"{tally.top_page}")
     print(hi_line)
+    if five:
+        sizes = ", ".join(str(h.s1.va_bits) + ("/TTBR1" if h.lo else "")
+                          for v in five + five_at for h in v.halves)
+        five_line = (f"[qemu judge nested] {pair_id(pair)} five-level stage 1 (4K LPA2, VA "
+                     f"{sizes}; probes x accesses): " + "; ".join(
+                         f"{m}: " + ", ".join(f"{k} {n}" for k, n in sorted(
+                             tally.five_by_outcome(m).items())) for m in ("AT", "EL"))
+                     + "; " + ", ".join(f"{m} {w} {n}" for (m, w), n in sorted(
+                         tally.five_x.items())))
+        print(five_line)
     assert not tally.bad, tally.report(wd)
     # coverage: success and every fault kind of both stages for every access, S1PTW faults
     for mode, accesses in (("AT", AT_ACCESSES), ("EL", NESTED_ACCESSES)):
@@ -1222,3 +1443,19 @@ def test_nested_walk_agrees(probe_elf, tmp_path, pair):
     keys = {g for g, *_ in tally.upper}
     assert {g[0] for g in keys} >= {None, g1} and any(g[0] and g[0] != g[1] for g in keys), keys
     assert tally.top_page.get(("AT", "ok")) and tally.top_page.get(("EL", "ok")), hi_line
+    if g1 != 4096:
+        return
+    # five-level stage 1 (FIVE_VMS): translations, level -1 translation faults (FSC 0x2B:
+    # empty root entries) for every access of both modes, 512 GiB level-0 blocks, VAs beyond
+    # 48 bits in both halves, S1PTW on the level -1 root (AT), full 5 x (s2 + 1) + s2 walks
+    x = tally.five_x
+    for mode, accesses in (("AT", AT_ACCESSES), ("EL", NESTED_ACCESSES)):
+        for access in accesses:
+            seen = {o for (m, a, o) in tally.five if m == mode and a == access}
+            assert {"ok", "stage 1 translation L-1"} <= seen, (mode, access.name, five_line)
+        for what in ("L0 block", "VA beyond 48 bits, TTBR0", "VA beyond 48 bits, TTBR1"):
+            assert x.get((mode, what)), (mode, what, five_line)
+        s2_levels = 4 - five[0].pt.start_level
+        assert x[mode, "reads"] == 5 * (s2_levels + 1) + s2_levels, (mode, five_line)
+    assert x.get(("AT", "S1PTW on the L-1 root")), five_line
+    assert tally.departures.get(("QEMU_S1PTW_LEVEL at L-1", "AT")), tally.departures
