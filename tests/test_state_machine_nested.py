@@ -31,6 +31,8 @@ and the other registers are compared with the model's.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -42,6 +44,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 import s2pt
 from s2pt import GuestAccess, MemAttr, Prot, Stage1Fault, Stage2Fault
 from s2pt.model import ReferencePool, ReferenceRegime, ReferenceStage1, ReferenceStage2
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_state_machine import ranges  # noqa: E402  ((addr, size) in a Space, as in a Geo)
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 U64 = 1 << 64
@@ -151,26 +156,6 @@ NESTS = [
 S1_PROTS = [Prot.R, Prot.RW, Prot.RW, Prot.RX, Prot.RWX, Prot.R | Prot.UX, Prot.R | Prot.PX,
             Prot.RW | Prot.PX, Prot.R | Prot.USER]
 S2_PROTS = [Prot.R, Prot.RW, Prot.RW, Prot.RWX, Prot.RX, Prot.NONE, Prot.W, Prot.X]
-NUDGES = st.one_of(st.just(0), st.just(0), st.integers(-3, 3))
-
-
-def clamp(x, lo, hi):
-    return max(lo, min(hi, x))
-
-
-@st.composite
-def ranges(draw, space):
-    """(addr, size) in a space: block-aligned or a few pages off, pages to two blocks."""
-    g = space.granule
-    unit = draw(st.sampled_from(space.units))
-    addr = space.region_base + draw(st.integers(0, space.region_size // unit)) * unit
-    addr = clamp(addr + draw(NUDGES) * g, 0, space.region_end + g)
-    size_unit = draw(st.sampled_from(space.units))
-    size = draw(st.integers(0 if size_unit == g else 1, 4 if size_unit == g else 2)) * size_unit
-    size = max(0, size + draw(NUDGES) * g)
-    if addr + size > space.region_end + g:
-        size = max(0, space.region_end - addr)
-    return addr, size
 
 
 def outcome(call):

@@ -26,23 +26,30 @@ int fx_init(struct fx *f, uint32_t ipa_bits, uint32_t granule, uint32_t pa_bits,
 	return fx_init_flags(f, ipa_bits, granule, pa_bits, pages, base_pa, 0);
 }
 
+/* A pool of @pages at @base and tables of @cfg in it (@ret: the config's result). */
+static int fx_tables(struct fx *f, int ret, const struct s2pt_config *cfg, uint32_t granule,
+		     uint32_t pages, uint64_t base)
+{
+	if (ret) {
+		memset(f, 0, sizeof(*f));
+		return ret;
+	}
+	ret = fx_pool(f, granule, pages, base);
+	if (ret)
+		return ret;
+	f->cfg = *cfg;
+	ret = s2pt_pgtable_init(&f->pt, &f->cfg, &f->pool);
+	f->have_pt = ret == 0;
+	return ret;
+}
+
 int fx_init_flags(struct fx *f, uint32_t ipa_bits, uint32_t granule, uint32_t pa_bits,
 		  uint32_t pages, uint64_t base_pa, uint32_t flags)
 {
 	struct s2pt_config cfg;
 	int ret = s2pt_config_init(&cfg, ipa_bits, granule, pa_bits, 1, flags);
 
-	if (ret) {
-		memset(f, 0, sizeof(*f));
-		return ret;
-	}
-	ret = fx_pool(f, granule, pages, base_pa);
-	if (ret)
-		return ret;
-	f->cfg = cfg;
-	ret = s2pt_pgtable_init(&f->pt, &f->cfg, &f->pool);
-	f->have_pt = ret == 0;
-	return ret;
+	return fx_tables(f, ret, &cfg, granule, pages, base_pa);
 }
 
 int fx_init_s1(struct fx *f, uint32_t va_bits, uint32_t granule, uint32_t ips_bits,
@@ -51,17 +58,7 @@ int fx_init_s1(struct fx *f, uint32_t va_bits, uint32_t granule, uint32_t ips_bi
 	struct s2pt_config cfg;
 	int ret = s2pt_s1_config_init(&cfg, va_bits, granule, ips_bits, asid, flags);
 
-	if (ret) {
-		memset(f, 0, sizeof(*f));
-		return ret;
-	}
-	ret = fx_pool(f, granule, pages, base_ipa);
-	if (ret)
-		return ret;
-	f->cfg = cfg;
-	ret = s2pt_pgtable_init(&f->pt, &f->cfg, &f->pool);
-	f->have_pt = ret == 0;
-	return ret;
+	return fx_tables(f, ret, &cfg, granule, pages, base_ipa);
 }
 
 void fx_log(struct fx *f, uint32_t cap)
