@@ -612,3 +612,27 @@ def test_five_level_stage1_with_lpa2():
     pa, fsc, stage, reads = vm.translate2_many([va, 0x0001_0000_0000_0000], s1)
     assert fsc.tolist() == [s2pt.FSC_NONE, 0x2B] and reads.tolist() == [29, 5]
     s1.check()
+
+
+def test_review_fixes_travel_registers_and_tagged_normal():
+    """A pickled stage-1 Translation keeps AttrIndx; a TTBR1-only regime takes its ASID from
+    TTBR1_EL1 (TCR_EL1.A1 = 1); MAIR 0xF0 (FEAT_MTE2 Tagged Normal) is write-back."""
+    vm, lo, hi = regime_guest()
+    lo.map(0x1000, DATA_IPA, 4 * KiB, attr=3)
+    t = lo.translate(0x1000)
+    again = pickle.loads(pickle.dumps(t))
+    assert again.memattr == 3 and type(again.memattr) is int and again == t
+    regs = s2pt.Regime(ttbr1=hi).registers()
+    assert regs["TTBR1_EL1"] >> 48 == 4 and (regs["TCR_EL1"] >> 22) & 1 == 1   # A1: TTBR1's
+    assert (s2pt.Regime(lo, hi).tcr >> 22) & 1 == 0
+    tagged = s2pt.Stage1(va_bits=39, mair=0xF0, pool=s2pt.PagePool(8, 4096, S1_IPA + 2 * MiB))
+    vm.map(S1_IPA + 2 * MiB, S1_PA + 2 * MiB, 8 * 4096, blocks=False)
+    tagged.map(0x2000, DATA_IPA, 4 * KiB)
+    assert vm.translate2(0x2000, tagged).memattr == MemAttr.NORMAL
+    big = s2pt.Stage1(va_bits=39, pool=s2pt.PagePool(16, 4096, S1_IPA + 4 * MiB))
+    big.map(0x4000_0000, DATA_IPA, 4 * MiB, blocks=False)         # a GIL-free call
+    assert big.unmap(0x4000_0000, 4 * MiB) == 4 * MiB and big.table_pages == 1
+    with pytest.raises(s2pt.InvalidArgumentError):
+        s2pt.Regime(lo).__init__(lo)
+    with pytest.raises(s2pt.InvalidArgumentError):
+        vm.translate2(0x1000, s2pt.Regime.__new__(s2pt.Regime))

@@ -587,6 +587,9 @@ uint32_t s2pt_s1_memattr(uint32_t attr)
 
 	if (attr > 0xff)
 		return S2PT_MEMATTR_RESERVED | (attr & 0xf);
+	/* FEAT_MTE2's Tagged Normal (Linux's MT_NORMAL_TAGGED): write-back, outer and inner. */
+	if (attr == 0xf0)
+		return 0xf;
 	if (outer == 0)
 		return (inner & 3) ? S2PT_MEMATTR_RESERVED | inner : inner >> 2;
 	/* 0b0100 NC; 0b00RW / 0b10RW write-through; 0b01RW / 0b11RW write-back (RW: hints). */
@@ -664,7 +667,12 @@ static int regime_ok(const struct s2pt_regime *r)
 		return 0;
 	if (t0 && (!s2pt_is_stage1(&t0->cfg) || (t0->cfg.flags & S2PT_CONFIG_TTBR1)))
 		return 0;
-	return !t1 || (s2pt_is_stage1(&t1->cfg) && (t1->cfg.flags & S2PT_CONFIG_TTBR1));
+	if (t1 && (!s2pt_is_stage1(&t1->cfg) || !(t1->cfg.flags & S2PT_CONFIG_TTBR1)))
+		return 0;
+	/* One TCR_EL1 (IPS, DS) and one ASID (A1 = 0) serve both halves. */
+	return !t0 || !t1 ||
+	       (t0->cfg.pa_bits == t1->cfg.pa_bits && t0->cfg.vmid == t1->cfg.vmid &&
+		!((t0->cfg.flags ^ t1->cfg.flags) & S2PT_CONFIG_LPA2));
 }
 
 static int regime_destroyed(const struct s2pt_regime *r)

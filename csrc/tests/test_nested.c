@@ -684,6 +684,23 @@ TEST(nested_walk_through_ttbr1)
 	CHECK_EQ(s2pt_translate2_many(&t.s2.pt, &(struct s2pt_regime){0}, vas, 1, 0, pa, NULL, fsc,
 				      stage, NULL),
 		 S2PT_EINVAL);
+	/* Halves one TCR_EL1 cannot hold together: another ASID (A1 = 0), another IPS. */
+	{
+		struct fx other;
+
+		REQUIRE_EQ(fx_init_s1(&other, 48, 4096, 48, 4, hi_pool_ipa, 8, S2PT_CONFIG_TTBR1), 0);
+		CHECK_EQ(s2pt_translate2(&t.s2.pt,
+					 &(struct s2pt_regime){.ttbr0 = &t.s1.pt, .ttbr1 = &other.pt},
+					 VA, S2PT_ACCESS_READ, &out, &f, NULL, NULL),
+			 S2PT_EINVAL);
+		fx_fini(&other);
+		REQUIRE_EQ(fx_init_s1(&other, 48, 4096, 40, 4, hi_pool_ipa, 9, S2PT_CONFIG_TTBR1), 0);
+		CHECK_EQ(s2pt_translate2(&t.s2.pt,
+					 &(struct s2pt_regime){.ttbr0 = &t.s1.pt, .ttbr1 = &other.pt},
+					 VA, S2PT_ACCESS_READ, &out, &f, NULL, NULL),
+			 S2PT_EINVAL);
+		fx_fini(&other);
+	}
 	fx_fini(&hi);
 	two_fini(&t);
 }

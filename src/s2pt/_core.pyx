@@ -62,7 +62,8 @@ DEFAULT_POOL_BASE_PA = 0x4000_0000
 #: Default pool size of a VM that gets its own pool; reserved, committed only as it is used.
 DEFAULT_POOL_BYTES = 1 << 30
 #: MAIR_EL1 of a Stage1 made without one: Attr0 Normal write-back (0xFF), Attr1 Device-nGnRE
-#: (0x04), Attr2 Normal non-cacheable (0x44), Attr3 Device-nGnRnE (0x00), as Linux sets it up.
+#: (0x04), Attr2 Normal non-cacheable (0x44), Attr3 Device-nGnRnE (0x00). (Linux orders its
+#: indexes otherwise; pass its MAIR value to follow it.)
 DEFAULT_MAIR = 0x00_44_04_FF
 #: Default IPA and size of the guest RAM a Stage1 made without a pool keeps its tables in.
 DEFAULT_S1_POOL_IPA = 0x4000_0000
@@ -140,6 +141,7 @@ cdef tuple _PROTS = _PROT
 # Stage-1 records hold AttrIndx, a plain MAIR index: the indexes after _MEMATTR's give it
 # as an int (not as the stage-2 MemAttr of the same number).
 cdef tuple _MEMATTRS = _MEMATTR + tuple(range(8))
+cdef uint64_t _TCR_A1 = 1 << 22         # TCR_EL1.A1: the ASID comes from TTBR1_EL1
 cdef uint32_t _ATTRINDX_BASE = len(_MEMATTR)
 _TRANSLATION_FIELDS = ("pa", "level", "size", "prot", "memattr", "af", "pte", "sw")
 
@@ -251,6 +253,8 @@ cdef class Translation:
         return Translation(**fields)
 
     def __reduce__(self):
+        if self._memattr >= _ATTRINDX_BASE:   # a stage-1 leaf: memattr is AttrIndx
+            return (_s1_translation, self._tuple())
         return (Translation, self._tuple())
 
     def __copy__(self):
@@ -285,6 +289,13 @@ cdef Translation _translation(const s2pt_translation *t):
     r.af = t.af != 0
     r.pte = t.pte
     r.sw = t.sw
+    return r
+
+
+def _s1_translation(*fields):
+    """A stage-1 Translation from its fields (unpickling): memattr stays AttrIndx."""
+    cdef Translation r = Translation(*fields)
+    r._memattr = _ATTRINDX_BASE + (r._memattr & 7)
     return r
 
 
@@ -1761,12 +1772,14 @@ cdef class Stage2:
         cdef uint64_t v = _u64(va, "va")
         cdef uint32_t acc = _access_arg(access)
         cdef int rc
-        tables = _regime_of(s1, &r)
+        if acc > S2PT_ACCESS_WRITE_EL0:
+            raise InvalidArgumentError(f"access={access!r} must be a GuestAccess")
         self._sync()
         self._live()
+        tables = _regime_of(s1, &r)
         rc = s2pt_translate2(&self.pt, &r, v, acc, &t, &f, steps, &n)
         if rc == S2PT_EINVAL:
-            raise InvalidArgumentError(f"access={access!r} must be a GuestAccess")
+            raise InvalidArgumentError(f"{s1!r} is not a regime of stage-1 tables")
         if rc == S2PT_EFAULT:
             if f.stage == 1:
                 raise Stage1Fault(f.kind, f.level, f.fsc, f.va)
@@ -2220,11 +2233,21 @@ cdef class Stage1:
         cdef uint32_t p = _prot_arg(prot), a = _u32(attr, "attr")
         cdef uint32_t flags = _map_flags(blocks, af, _SW0)
         cdef int rc
+        cdef PagePool pool
         if user:
             p |= S2PT_PROT_USER
         if not global_:
             flags |= S2PT_MAP_NG
-        rc = s2pt_map(&self.pt, v, i, n, p, a, flags)
+        if n >> self.pt.cfg.granule_shift < _NOGIL_PAGES:
+            rc = s2pt_map(&self.pt, v, i, n, p, a, flags)
+        else:
+            pool = self.pool
+            pool.busy += 1
+            with nogil:
+                PyThread_acquire_lock(pool.lock, WAIT_LOCK)
+                rc = s2pt_map(&self.pt, v, i, n, p, a, flags)
+                PyThread_release_lock(pool.lock)
+            pool.busy -= 1
         if rc:
             self._fail(rc, v, n, i, prot, attr)
 
@@ -2233,7 +2256,18 @@ cdef class Stage1:
         tables are freed at once, upward."""
         self._sync()
         cdef uint64_t v = self._in(va), n = _u64(size, "size"), unmapped = 0
-        cdef int rc = s2pt_unmap(&self.pt, v, n, &unmapped)
+        cdef PagePool pool
+        cdef int rc
+        if n >> self.pt.cfg.granule_shift < _NOGIL_PAGES:
+            rc = s2pt_unmap(&self.pt, v, n, &unmapped)
+        else:
+            pool = self.pool
+            pool.busy += 1
+            with nogil:
+                PyThread_acquire_lock(pool.lock, WAIT_LOCK)
+                rc = s2pt_unmap(&self.pt, v, n, &unmapped)
+                PyThread_release_lock(pool.lock)
+            pool.busy -= 1
         if rc:
             self._fail(rc, v, n)
         return unmapped
@@ -2444,6 +2478,8 @@ cdef class Regime:
     ``mair`` defaults to the tables' (which must then agree)."""
 
     def __init__(self, ttbr0=None, ttbr1=None, *, mair=None):
+        if self.ttbr0 is not None or self.ttbr1 is not None:
+            raise InvalidArgumentError("Regime is already initialised")
         for name, t, half in (("ttbr0", ttbr0, 0), ("ttbr1", ttbr1, 1)):
             if t is None:
                 continue
@@ -2475,11 +2511,13 @@ cdef class Regime:
 
     @property
     def tcr(self):
-        """TCR_EL1 for both halves: each table's own fields, EPDx for a missing half."""
+        """TCR_EL1 for both halves: each table's own fields, EPDx for a missing half. A1 = 0
+        (the ASID is TTBR0_EL1's) but for a TTBR1-only regime, where A1 = 1 takes it from
+        TTBR1_EL1."""
         if self.ttbr1 is None:
             return self.ttbr0.tcr
         if self.ttbr0 is None:
-            return self.ttbr1.tcr
+            return self.ttbr1.tcr | _TCR_A1     # the ASID is TTBR1_EL1's (no TTBR0 here)
         return (self.ttbr0.tcr & ~S2PT_TCR_EPD1) | (self.ttbr1.tcr & ~S2PT_TCR_EPD0)
 
     def registers(self):
@@ -2512,6 +2550,8 @@ cdef tuple _regime_of(object s1, s2pt_regime *r):
         r.ttbr1 = &t.pt if t.va_base else NULL
         r.mair = t.mair_value
     elif isinstance(s1, Regime):
+        if (<Regime>s1).ttbr0 is None and (<Regime>s1).ttbr1 is None:
+            raise InvalidArgumentError("this Regime was never initialised")
         tables = tuple(x for x in ((<Regime>s1).ttbr0, (<Regime>s1).ttbr1) if x is not None)
         r.ttbr0 = NULL if (<Regime>s1).ttbr0 is None else &(<Stage1>(<Regime>s1).ttbr0).pt
         r.ttbr1 = NULL if (<Regime>s1).ttbr1 is None else &(<Stage1>(<Regime>s1).ttbr1).pt

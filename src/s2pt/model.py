@@ -1421,6 +1421,8 @@ def _mair_memattr(byte: int) -> int:
     (outer << 4 | inner) is ``outer' << 2 | inner'`` with each half 0b01 NC, 0b10 write-through
     or 0b11 write-back (transient or not)."""
     hi, lo = byte >> 4, byte & 0xF
+    if byte == 0xF0:  # FEAT_MTE2 Tagged Normal: write-back, outer and inner
+        return 0b1111
     if hi == 0:
         if lo & 3:
             raise InvalidArgumentError(f"MAIR attribute {byte:#04x} is UNPREDICTABLE")
@@ -1777,11 +1779,12 @@ class ReferenceRegime:
 
     @property
     def tcr(self) -> int:
-        """TCR_EL1 for both halves: each table's own fields, EPDx set for a missing half."""
+        """TCR_EL1 for both halves: each table's own fields, EPDx set for a missing half; A1
+        (bit 22, the ASID from TTBR1_EL1) only for a TTBR1-only regime."""
         if self.ttbr1 is None:
             return self.ttbr0.tcr
         if self.ttbr0 is None:
-            return self.ttbr1.tcr
+            return self.ttbr1.tcr | 1 << 22
         return (self.ttbr0.tcr & ~_TCR_EPD1) | (self.ttbr1.tcr & ~_TCR_EPD0)
 
     def registers(self) -> dict:

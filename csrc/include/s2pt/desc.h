@@ -290,7 +290,8 @@ static inline uint32_t s2pt_fsc(uint32_t kind, int level)
 {
 	static const uint32_t base[] = {0, 0x04, 0x08, 0x0c, 0x00};
 
-	/* FEAT_LPA2's level -1 (only translation and address-size faults happen there). */
+	/* FEAT_LPA2's level -1: only translation and address-size faults happen there (no leaf
+	 * lives at level -1, so no access-flag or permission fault). */
 	if (level < 0)
 		return kind == S2PT_FAULT_TRANSLATION ? 0x2bu : 0x29u;
 	return base[kind] | ((uint32_t)level & 3u);

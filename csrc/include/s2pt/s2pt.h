@@ -1093,7 +1093,8 @@ struct s2pt_translation2 {
  * @ttbr0: the tables of VAs with VA[55] = 0 (TTBR0_EL1), or NULL (EPD0 = 1: those VAs fault).
  * @ttbr1: the tables of VAs with VA[55] = 1 (S2PT_CONFIG_TTBR1), or NULL (EPD1 = 1).
  * @mair:  MAIR_EL1, for the combined memory type.
- * At least one table; each must be stage 1 of its own half, neither destroyed.
+ * At least one table; each must be stage 1 of its own half, neither destroyed, and two must
+ * share the IPS, the LPA2 setting and the ASID (one TCR_EL1; A1 = 0 takes TTBR0_EL1's ASID).
  */
 struct s2pt_regime {
 	const struct s2pt_pgtable *ttbr0;
@@ -1157,8 +1158,9 @@ int64_t s2pt_translate2_many(const struct s2pt_pgtable *s2, const struct s2pt_re
  * s2pt_s1_memattr() - the memory type MAIR attribute @attr (one byte) stands for, as an
  * S2PT_MEMATTR_* name: 0b0000dd00 Device (dd the subtype); otherwise Normal with outer
  * [7:4] and inner [3:0] each NC (0b0100), WT (0b00RW with RW != 0, 0b10RW) or WB (0b01RW
- * with RW != 0, 0b11RW); allocation and transient hints dropped. Anything else (0b0000ddxx
- * with xx != 0, an inner 0b0000 under a Normal outer) is S2PT_MEMATTR_RESERVED | @attr & 0xf.
+ * with RW != 0, 0b11RW); allocation and transient hints dropped; 0xf0 (FEAT_MTE2 Tagged
+ * Normal) is Normal write-back. Anything else (0b0000ddxx with xx != 0, another inner 0b0000
+ * under a Normal outer) is S2PT_MEMATTR_RESERVED | @attr & 0xf.
  */
 uint32_t s2pt_s1_memattr(uint32_t attr);
 
