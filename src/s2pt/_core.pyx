@@ -967,6 +967,37 @@ cdef class PagePool:
 
 # What a Stage2 and a Stage1 do alike with their tables (one C core, one marshalling).
 
+cdef inline int _map_call(s2pt_pgtable *pt, PagePool pool, uint64_t addr, uint64_t out,
+                          uint64_t size, uint32_t prot, uint32_t attr, uint32_t flags):
+    """s2pt_map(); ranges of _NOGIL_PAGES pages or more without the GIL, under the pool's
+    lock (small ones cost less than the hand-over)."""
+    cdef int rc
+    if size >> pt.cfg.granule_shift < _NOGIL_PAGES:
+        return s2pt_map(pt, addr, out, size, prot, attr, flags)
+    pool.busy += 1
+    with nogil:
+        PyThread_acquire_lock(pool.lock, WAIT_LOCK)
+        rc = s2pt_map(pt, addr, out, size, prot, attr, flags)
+        PyThread_release_lock(pool.lock)
+    pool.busy -= 1
+    return rc
+
+
+cdef inline int _unmap_call(s2pt_pgtable *pt, PagePool pool, uint64_t addr, uint64_t size,
+                            uint64_t *unmapped):
+    """s2pt_unmap(), GIL-free as _map_call()."""
+    cdef int rc
+    if size >> pt.cfg.granule_shift < _NOGIL_PAGES:
+        return s2pt_unmap(pt, addr, size, unmapped)
+    pool.busy += 1
+    with nogil:
+        PyThread_acquire_lock(pool.lock, WAIT_LOCK)
+        rc = s2pt_unmap(pt, addr, size, unmapped)
+        PyThread_release_lock(pool.lock)
+    pool.busy -= 1
+    return rc
+
+
 cdef list _walk_list(const s2pt_pgtable *pt, uint64_t address):
     cdef s2pt_walk_step steps[S2PT_MAX_WALK_STEPS]
     cdef uint32_t n = 0, k
@@ -1203,18 +1234,7 @@ cdef class Stage2:
         cdef uint64_t i = _u64(ipa, "ipa"), p = _u64(pa, "pa"), n = _u64(size, "size")
         cdef uint32_t flags = _map_flags(blocks, af, sw)
         cdef uint32_t prot_c = _prot_arg(prot), memattr_c = _memattr_arg(memattr)
-        cdef PagePool pool
-        cdef int rc
-        if n >> self.pt.cfg.granule_shift < _NOGIL_PAGES:
-            rc = s2pt_map(&self.pt, i, p, n, prot_c, memattr_c, flags)
-        else:
-            pool = self.pool
-            pool.busy += 1
-            with nogil:
-                PyThread_acquire_lock(pool.lock, WAIT_LOCK)
-                rc = s2pt_map(&self.pt, i, p, n, prot_c, memattr_c, flags)
-                PyThread_release_lock(pool.lock)
-            pool.busy -= 1
+        cdef int rc = _map_call(&self.pt, self.pool, i, p, n, prot_c, memattr_c, flags)
         if rc:
             self._fail(rc, i, n, p, prot, memattr)
 
@@ -1224,18 +1244,7 @@ cdef class Stage2:
         every table left empty is freed at once, upward."""
         self._sync()
         cdef uint64_t i = _u64(ipa, "ipa"), n = _u64(size, "size"), unmapped = 0
-        cdef PagePool pool
-        cdef int rc
-        if n >> self.pt.cfg.granule_shift < _NOGIL_PAGES:
-            rc = s2pt_unmap(&self.pt, i, n, &unmapped)
-        else:
-            pool = self.pool
-            pool.busy += 1
-            with nogil:
-                PyThread_acquire_lock(pool.lock, WAIT_LOCK)
-                rc = s2pt_unmap(&self.pt, i, n, &unmapped)
-                PyThread_release_lock(pool.lock)
-            pool.busy -= 1
+        cdef int rc = _unmap_call(&self.pt, self.pool, i, n, &unmapped)
         if rc:
             self._fail(rc, i, n)
         return unmapped
@@ -2233,21 +2242,11 @@ cdef class Stage1:
         cdef uint32_t p = _prot_arg(prot), a = _u32(attr, "attr")
         cdef uint32_t flags = _map_flags(blocks, af, _SW0)
         cdef int rc
-        cdef PagePool pool
         if user:
             p |= S2PT_PROT_USER
         if not global_:
             flags |= S2PT_MAP_NG
-        if n >> self.pt.cfg.granule_shift < _NOGIL_PAGES:
-            rc = s2pt_map(&self.pt, v, i, n, p, a, flags)
-        else:
-            pool = self.pool
-            pool.busy += 1
-            with nogil:
-                PyThread_acquire_lock(pool.lock, WAIT_LOCK)
-                rc = s2pt_map(&self.pt, v, i, n, p, a, flags)
-                PyThread_release_lock(pool.lock)
-            pool.busy -= 1
+        rc = _map_call(&self.pt, self.pool, v, i, n, p, a, flags)
         if rc:
             self._fail(rc, v, n, i, prot, attr)
 
@@ -2256,18 +2255,7 @@ cdef class Stage1:
         tables are freed at once, upward."""
         self._sync()
         cdef uint64_t v = self._in(va), n = _u64(size, "size"), unmapped = 0
-        cdef PagePool pool
-        cdef int rc
-        if n >> self.pt.cfg.granule_shift < _NOGIL_PAGES:
-            rc = s2pt_unmap(&self.pt, v, n, &unmapped)
-        else:
-            pool = self.pool
-            pool.busy += 1
-            with nogil:
-                PyThread_acquire_lock(pool.lock, WAIT_LOCK)
-                rc = s2pt_unmap(&self.pt, v, n, &unmapped)
-                PyThread_release_lock(pool.lock)
-            pool.busy -= 1
+        cdef int rc = _unmap_call(&self.pt, self.pool, v, n, &unmapped)
         if rc:
             self._fail(rc, v, n)
         return unmapped
